@@ -1,0 +1,357 @@
+"""A raw ASGI driver with one ordered event log.
+
+The suite must observe every release from 2019 on the same terms, so it drives applications
+directly over ASGI (2 or 3) instead of through Starlette's TestClient or httpx, whose transports
+changed across releases.  Every ``send`` message, every ``receive`` answer, every task effect,
+every warning and the application's own exception land in one ordered log; the order of that
+log is the evidence every verdict is derived from.
+
+Runs unchanged on Python 3.8-3.13: no third-party imports, no newer syntax.
+"""
+import asyncio
+import functools
+import inspect
+import threading
+import warnings
+
+#: Default per-scenario budget, in seconds.  A scenario that exceeds it is recorded as a
+#: ``timeout`` outcome; it never stalls the run.
+DEFAULT_TIMEOUT = 10.0
+
+#: When the client's ``http.disconnect`` becomes available to ``receive``.
+DISCONNECT_MODES = (
+    "after-response",  # once the final body message was sent (what uvicorn does)
+    "never",  # the client keeps the connection open; receive blocks until cancelled
+    "after-first-body",  # the client goes away after the first body message (mid-stream)
+    "immediately",  # the client is gone right after sending its request body
+)
+
+_BODY_EXCERPT = 200  # bytes of each body message kept in the log: enough to identify it
+
+
+class ScenarioTimeout(Exception):
+    """A scenario did not finish within its budget."""
+
+
+def _is_asgi2(app):
+    """ASGI 2 apps take ``(scope)`` and return an instance; ASGI 3 apps take three arguments."""
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else app.__call__
+    try:
+        params = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
+
+
+class Exchange(object):
+    """What one request looked like from the server's side."""
+
+    def __init__(self, index):
+        self.index = index
+        self.status = None
+        self.headers = []
+        self.body = b""
+        self.events = []
+        self.warnings = []
+        self.app_exception = None
+        self.dropped_sends = 0
+
+    @property
+    def effects(self):
+        """Names of the task effects seen during this request, in order."""
+        return [e["name"] for e in self.events if e["kind"] == "effect"]
+
+    def header(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def to_json(self):
+        return {
+            "request": self.index,
+            "status": self.status,
+            "headers": [[k, v] for k, v in self.headers],
+            "body": self.body[:_BODY_EXCERPT].decode("utf-8", "replace"),
+            "effects": self.effects,
+            "warnings": list(self.warnings),
+            "app_exception": self.app_exception,
+            "dropped_sends": self.dropped_sends,
+            "events": list(self.events),
+        }
+
+
+class Harness(object):
+    """Owns the event log; builds task callables that record into it; drives apps."""
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT):
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._current = None
+        self.exchanges = []
+        self.hung = False  # a scenario timed out and may have left a thread running
+
+    # -- the log ---------------------------------------------------------------------------
+    def log(self, kind, **fields):
+        with self._lock:
+            if self._current is None:
+                return
+            event = {"seq": len(self._current.events), "kind": kind}
+            event.update(fields)
+            self._current.events.append(event)
+
+    # -- task effects ----------------------------------------------------------------------
+    def effect(self, name):
+        """Record that the task ``name`` ran.  Call it from inside a task."""
+        self.log("effect", name=name)
+
+    def sync_task(self, name):
+        """A plain function that records ``name`` when called."""
+
+        def task(*args, **kwargs):
+            self.effect(name)
+
+        task.__name__ = task.__qualname__ = "task_" + name.replace("-", "_")
+        return task
+
+    def async_task(self, name):
+        """An ``async def`` function that records ``name`` when awaited."""
+
+        async def task(*args, **kwargs):
+            self.effect(name)
+
+        task.__name__ = task.__qualname__ = "task_" + name.replace("-", "_")
+        return task
+
+    def partial_task(self, name):
+        """A ``functools.partial`` of an ``async def`` function."""
+
+        async def task(label):
+            self.effect(label)
+
+        return functools.partial(task, name)
+
+    def callable_task(self, name):
+        """An object whose ``__call__`` is ``async def``."""
+        harness = self
+
+        class AsyncCallable(object):
+            async def __call__(self):
+                harness.effect(name)
+
+        return AsyncCallable()
+
+    # -- driving ---------------------------------------------------------------------------
+    def request(
+        self,
+        app,
+        method="GET",
+        path="/",
+        headers=(),
+        body=b"",
+        disconnect="after-response",
+        spec_version="2.3",
+        timeout=None,
+    ):
+        """Send one HTTP request to ``app`` and return its :class:`Exchange`.
+
+        ``disconnect`` chooses when ``receive`` answers ``http.disconnect``; ``spec_version``
+        is advertised in the scope (with "2.4", ``send`` raises ``OSError`` once the client
+        is gone, as the ASGI spec allows; otherwise such sends are dropped and counted).
+        """
+        if disconnect not in DISCONNECT_MODES:
+            raise ValueError("unknown disconnect mode %r" % (disconnect,))
+        path, _, query = path.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": spec_version},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode("ascii"),
+            "root_path": "",
+            "query_string": query.encode("ascii"),
+            "headers": [(b"host", b"testserver")]
+            + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        return self._run(
+            app, scope, lambda: _HttpPeer(self, body, disconnect, spec_version), timeout
+        )
+
+    def websocket(self, app, path="/", messages=(), timeout=None):
+        """Open a WebSocket, send ``messages`` (text), and wait for the app to close it."""
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "scheme": "ws",
+            "path": path,
+            "raw_path": path.encode("ascii"),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"testserver")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+            "subprotocols": [],
+        }
+        return self._run(app, scope, lambda: _WebSocketPeer(self, list(messages)), timeout)
+
+    def _run(self, app, scope, make_peer, timeout):
+        exchange = Exchange(len(self.exchanges))
+        self.exchanges.append(exchange)
+        with self._lock:
+            self._current = exchange
+        loop = asyncio.new_event_loop()
+        # Python 3.8/3.9 bind asyncio primitives to the current loop at creation, so the peer
+        # is built only once this request's loop is the current one.
+        asyncio.set_event_loop(loop)
+        peer = make_peer()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    loop.run_until_complete(
+                        asyncio.wait_for(
+                            self._call(app, scope, peer),
+                            self.timeout if timeout is None else timeout,
+                        )
+                    )
+                except asyncio.TimeoutError:
+                    self.hung = True
+                    self.log("timeout")
+                    raise ScenarioTimeout(
+                        "scenario did not finish within %ss" % (timeout or self.timeout)
+                    )
+                finally:
+                    for w in caught:
+                        exchange.warnings.append(
+                            {"category": w.category.__name__, "message": str(w.message)}
+                        )
+        finally:
+            _close_loop(loop)
+            asyncio.set_event_loop(None)
+            with self._lock:
+                self._current = None
+        return exchange
+
+    async def _call(self, app, scope, peer):
+        try:
+            if _is_asgi2(app):
+                instance = app(scope)
+                await instance(peer.receive, peer.send)
+            else:
+                await app(scope, peer.receive, peer.send)
+        except Exception as exc:  # the app's own failure is evidence, not a harness error
+            self._current.app_exception = {"type": type(exc).__name__, "message": str(exc)}
+            self.log("app-exception", type=type(exc).__name__, message=str(exc))
+        self.log("app-returned")
+
+
+class _HttpPeer(object):
+    """The server and client side of one HTTP request."""
+
+    def __init__(self, harness, body, disconnect, spec_version):
+        self.h = harness
+        self.body = body
+        self.mode = disconnect
+        self.raise_on_closed = spec_version >= "2.4"
+        self.request_sent = False
+        self.gone = asyncio.Event()  # the client has disconnected
+        self.first_body_seen = False
+        if disconnect == "immediately":
+            self.gone.set()
+
+    async def receive(self):
+        if not self.request_sent:
+            self.request_sent = True
+            message = {"type": "http.request", "body": self.body, "more_body": False}
+            self.h.log("receive", message="http.request")
+            return message
+        if self.mode == "never":
+            # Block like a client that keeps the connection open, until cancelled.
+            await asyncio.Event().wait()
+        await self.gone.wait()
+        self.h.log("receive", message="http.disconnect")
+        return {"type": "http.disconnect"}
+
+    async def send(self, message):
+        ex = self.h._current
+        kind = message["type"]
+        if self.gone.is_set() and kind.startswith("http.response"):
+            if self.raise_on_closed:
+                self.h.log("send-failed", message=kind)
+                raise OSError("client disconnected")
+            ex.dropped_sends += 1
+            self.h.log("send-dropped", message=kind)
+            return
+        if kind == "http.response.start":
+            ex.status = message["status"]
+            ex.headers = [
+                (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                for k, v in message.get("headers", [])
+            ]
+            self.h.log("send", message=kind, status=ex.status)
+        elif kind == "http.response.body":
+            chunk = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            ex.body += chunk
+            self.h.log(
+                "send",
+                message=kind,
+                more_body=more,
+                size=len(chunk),
+                body=chunk[:_BODY_EXCERPT].decode("utf-8", "replace"),
+            )
+            if not self.first_body_seen:
+                self.first_body_seen = True
+                if self.mode == "after-first-body":
+                    self.gone.set()
+            if not more and self.mode == "after-response":
+                self.gone.set()
+        else:
+            self.h.log("send", message=kind)
+        # Let other coroutines (e.g. a middleware's disconnect listener) run, as a real
+        # server's write would.
+        await asyncio.sleep(0)
+
+
+class _WebSocketPeer(object):
+    def __init__(self, harness, messages):
+        self.h = harness
+        self.queue = [{"type": "websocket.connect"}] + [
+            {"type": "websocket.receive", "text": m} for m in messages
+        ]
+        self.closed = asyncio.Event()
+
+    async def receive(self):
+        if self.queue:
+            message = self.queue.pop(0)
+            self.h.log("receive", message=message["type"])
+            return message
+        await self.closed.wait()
+        self.h.log("receive", message="websocket.disconnect")
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(self, message):
+        kind = message["type"]
+        fields = {"message": kind}
+        if "text" in message and message["text"] is not None:
+            fields["text"] = message["text"][:_BODY_EXCERPT]
+        self.h.log("send", **fields)
+        if kind == "websocket.close":
+            self.closed.set()
+        await asyncio.sleep(0)
+
+
+def _close_loop(loop):
+    """Close a loop without waiting on threads a hung scenario may have left behind."""
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
