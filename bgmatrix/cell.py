@@ -1,0 +1,289 @@
+"""Running the spec suite in one cell: a fresh environment with uv, the pair installed as of
+its cutoff date, the suite's own tools installed apart, then one pytest run inside it.
+
+Whatever goes wrong becomes a result too: every failure is a cell state with its message, so
+a sweep never stops on one cell and a reader always sees why a cell has no verdicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+
+from bgmatrix import __version__, clauses, interpreters, results
+from bgmatrix.clauses import ROOT
+
+SUITE_DIR = ROOT / "tests" / "spec"
+WORK_DIR = Path(os.environ.get("BGMATRIX_WORK", ROOT / ".bgmatrix"))
+
+#: The suite's own tools, pinned and installed apart from the release under test, so that a
+#: 2019 cell runs the same harness as a 2026 one.  pytest 8.3 is the newest supporting 3.8.
+SUITE_TOOLS = ("pytest==8.3.5",)
+
+BUILD_TOOLS = ("setuptools", "wheel")
+
+INSTALL_TIMEOUT = 600  # seconds; a cold cache on a slow link can need minutes
+SUITE_TIMEOUT = 300  # seconds for the whole suite; each scenario has its own 10 s budget
+_MESSAGE_LIMIT = 3000  # characters of tool output kept in a result: the tail says why
+_URL = re.compile(r"https?://\S+")
+
+
+class CellError(Exception):
+    """The cell cannot be run; ``state`` is the cell state to record."""
+
+    def __init__(self, state: str, message: str):
+        super().__init__(message)
+        self.state = state
+        self.message = message
+
+
+@cache
+def suite_hash() -> str:
+    """A short hash of the in-cell suite's source: results from another suite are stale."""
+    digest = hashlib.sha256()
+    for path in sorted(SUITE_DIR.glob("*.py")) + [SUITE_DIR / "pytest.ini"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@cache
+def uv_version() -> str:
+    return _run([_uv(), "--version"], timeout=30)[1].strip().removeprefix("uv ")
+
+
+def _uv() -> str:
+    uv = shutil.which("uv")
+    if not uv:
+        raise CellError("harness-error", "uv is not installed: pip install uv")
+    return uv
+
+
+def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
+    """Run ``cmd``; return its exit code and its combined output.  Raises on timeout."""
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env
+    )
+    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+
+
+def tail(text: str) -> str:
+    """The informative end of a tool's output; addresses are redacted (they name hosts)."""
+    text = _URL.sub("<url>", text.strip())
+    return text if len(text) <= _MESSAGE_LIMIT else "…" + text[-_MESSAGE_LIMIT:]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def requirements(cell: dict) -> list[str]:
+    reqs = []
+    if cell.get("fastapi"):
+        reqs.append(f"fastapi=={cell['fastapi']}")
+    if cell.get("starlette"):
+        reqs.append(f"starlette=={cell['starlette']}")
+    return reqs
+
+
+def uv_env() -> dict:
+    # Never fetch an interpreter behind the user's back; keep uv quiet about link modes.
+    return dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
+
+
+def build_env(cell: dict, env_dir: Path, install: list[str] | None = None) -> Path:
+    """Create ``env_dir`` for ``cell`` and return its interpreter.
+
+    The pair is installed with every other package resolved as of the cell's cutoff (the pair
+    itself exempt); ``install`` replaces the pair with other requirements (candidate builds).
+    """
+    exe = interpreters.find(cell["python"])
+    if exe is None:
+        raise CellError(
+            "no-interpreter",
+            f"no CPython {cell['python']} on this machine (looked in pyenv, PATH and uv's "
+            "discovery; interpreters are never downloaded)",
+        )
+    shutil.rmtree(env_dir, ignore_errors=True)
+    env = uv_env()
+    rc, out = _run([_uv(), "venv", "-q", "--no-project", "-p", str(exe), str(env_dir)], 120, env)
+    if rc:
+        raise CellError("install-error", "uv venv failed: " + tail(out))
+    python = env_dir / "bin" / "python"
+    cmd = [_uv(), "pip", "install", "-q", "--python", str(python)]
+    if cell.get("cutoff"):
+        cmd += ["--exclude-newer", cell["cutoff"]]
+        for name in ("fastapi", "starlette"):
+            if cell.get(name):
+                cmd += ["--exclude-newer-package", f"{name}=false"]
+        # Releases shipped only as sdists (Starlette 0.9.x) declare build tools newer than
+        # anything on the index at their cutoff; build tools never reach the environment.
+        for name in BUILD_TOOLS:
+            cmd += ["--exclude-newer-package", f"{name}=false"]
+    try:
+        rc, out = _run(cmd + (install or requirements(cell)), INSTALL_TIMEOUT, env)
+    except subprocess.TimeoutExpired:
+        raise CellError("install-error", f"install did not finish in {INSTALL_TIMEOUT}s") from None
+    if rc:
+        raise CellError("install-error", tail(out))
+    rc, out = _run([_uv(), "pip", "install", "-q", "--python", str(python), *SUITE_TOOLS],
+                   INSTALL_TIMEOUT, env)
+    if rc:
+        raise CellError("install-error", "installing the suite's tools failed: " + tail(out))
+    return python
+
+
+_PROBE = (
+    "import json, platform, sys\n"
+    "mods = sys.argv[1:]\n"
+    "info = {'python': platform.python_version()}\n"
+    "for m in mods:\n"
+    "    mod = __import__(m)\n"
+    "    info[m] = getattr(mod, '__version__', None)\n"
+    "print(json.dumps(info))\n"
+)
+
+
+def probe(python: Path, cell: dict) -> dict:
+    """Import the framework once before the suite, so a broken release is an import-error."""
+    mods = ["starlette"] + (["fastapi"] if cell["kind"] != "starlette" else [])
+    proc = subprocess.run([str(python), "-c", _PROBE, *mods], capture_output=True, text=True,
+                          errors="replace", timeout=120)
+    if proc.returncode:
+        raise CellError("import-error", tail(proc.stderr + proc.stdout))
+    # Old releases print deprecation notices on import; the probe's answer is the last line.
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def freeze(python: Path) -> dict[str, str]:
+    rc, out = _run([_uv(), "pip", "freeze", "--python", str(python)], 60, uv_env())
+    packages = {}
+    for line in out.splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            packages[name.strip().lower()] = version.strip()
+    return packages
+
+
+def run_suite(python: Path, cell: dict, out_file: Path) -> tuple[int, list[dict], dict]:
+    """Run tests/spec in the cell; return pytest's exit code, the records and the session."""
+    out_file.unlink(missing_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "BGMATRIX_KIND": cell["kind"],
+    }
+    if cell["kind"] == "starlette":
+        env["BGMATRIX_ONLY_CLAUSES"] = ",".join(clauses.starlette_level())
+    cmd = [str(python), "-m", "pytest", "-q", "-c", str(SUITE_DIR / "pytest.ini"),
+           "--rootdir", str(SUITE_DIR), str(SUITE_DIR), "--bgmatrix-out", str(out_file)]
+    try:
+        rc, output = _run(cmd, SUITE_TIMEOUT, env)
+    except subprocess.TimeoutExpired:
+        rc, output = -1, f"the suite did not finish within {SUITE_TIMEOUT}s"
+    records, session = [], {}
+    if out_file.exists():
+        for line in out_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill; the test is reported missing below
+            if "session" in data:
+                session = data["session"]
+            else:
+                records.append(data)
+    session["output"] = output
+    return rc, records, session
+
+
+def result_for(
+    cell: dict,
+    state: str,
+    message: str | None,
+    provenance: dict,
+    records: list[dict] | None = None,
+) -> dict:
+    records = sorted(records or [], key=lambda r: r["test"])
+    kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "cell": {
+            "id": cell["id"],
+            "kind": cell["kind"],
+            "fastapi": cell.get("fastapi"),
+            "starlette": cell.get("starlette"),
+            "python": cell["python"],
+            "cutoff": cell.get("cutoff"),
+            "in_declared_range": cell.get("in_declared_range"),
+            "candidate": cell.get("candidate"),
+        },
+        "state": state,
+        "message": message,
+        "provenance": provenance,
+        "clauses": results.aggregate(records, clauses.load(), kind) if state == "ok" or records
+        else {},
+        "tests": records,
+    }
+
+
+def base_provenance() -> dict:
+    return {
+        "spec_version": clauses.spec_version(),
+        "suite_hash": suite_hash(),
+        "tools": {"bgmatrix": __version__, "uv": uv_version(), "host-python":
+                  platform.python_version()},
+        "platform": f"{platform.system()} {platform.machine()}",
+        "started": _now(),
+        "finished": _now(),
+    }
+
+
+def run_cell(cell: dict, install: list[str] | None = None) -> dict:
+    """Run one cell end to end and return its (validated) result; never raises CellError."""
+    provenance = base_provenance()
+    env_dir = WORK_DIR / "envs" / cell["id"]
+    try:
+        python = build_env(cell, env_dir, install)
+        info = probe(python, cell)
+        packages = freeze(python)
+        rc, records, session = run_suite(python, cell, env_dir / "records.jsonl")
+        provenance.update(
+            python=info.get("python"),
+            interpreter=str(interpreters.find(cell["python"])),
+            fastapi=packages.get("fastapi"),
+            starlette=packages.get("starlette"),
+            packages=packages,
+            suite_tools=list(SUITE_TOOLS),
+        )
+        provenance["tools"]["pytest"] = session.get("pytest", "?")
+        state, message = _suite_state(rc, records, session)
+        result = result_for(cell, state, message, provenance, records)
+    except CellError as exc:
+        result = result_for(cell, exc.state, exc.message, provenance)
+    finally:
+        shutil.rmtree(env_dir, ignore_errors=True)
+    provenance["finished"] = _now()
+    return results.validate(result, cell["id"])
+
+
+def _suite_state(rc: int, records: list[dict], session: dict) -> tuple[str, str | None]:
+    if rc == -1:
+        return "timeout", session["output"]
+    broken = [r for r in records if r["outcome"] == "harness-error"]
+    if rc == 0 and not broken and "exitstatus" in session:
+        return "ok", None
+    if broken:
+        first = broken[0]
+        return "harness-error", tail(
+            f"{len(broken)} test(s) broke; first: {first['test']}: {first['error']}"
+        )
+    return "harness-error", tail(f"pytest exited {rc}: " + session["output"])
