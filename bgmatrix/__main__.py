@@ -1,0 +1,5 @@
+import sys
+
+from bgmatrix.cli import main
+
+sys.exit(main())

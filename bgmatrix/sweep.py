@@ -1,0 +1,151 @@
+"""Running many cells: skip what is current, run the rest on every core, show progress.
+
+A cell is current when its result file was made by this suite (hash) against this spec
+version for exactly this cell (versions, interpreter, cutoff).  Each cell is claimed with an
+exclusive lock file, so two sweeps on one results folder never run a cell twice; its result is
+written atomically when it finishes, so a sweep killed at any point loses only the cells that
+were running, and the next sweep re-runs exactly those.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from bgmatrix import cell as cells_mod
+from bgmatrix import clauses, results
+
+_KEY = ("id", "kind", "fastapi", "starlette", "python", "cutoff")
+
+
+def is_current(existing: dict | None, cell: dict) -> bool:
+    if existing is None or existing["state"] == "no-interpreter":
+        return False  # an interpreter may have been installed since: cheap to ask again
+    prov = existing["provenance"]
+    return (
+        all(existing["cell"].get(k) == cell.get(k) for k in _KEY)
+        and prov["suite_hash"] == cells_mod.suite_hash()
+        and prov["spec_version"] == clauses.spec_version()
+    )
+
+
+@dataclass
+class Summary:
+    total: int
+    skipped: int = 0
+    busy: list[str] = field(default_factory=list)
+    done: dict[str, str] = field(default_factory=dict)  # cell id -> state
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {k: v for k, v in self.done.items() if v != "ok"}
+
+
+class _Lock:
+    """An exclusive, non-blocking claim on one cell, released when the process dies."""
+
+    def __init__(self, folder: Path, cell_id: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(folder / f"{cell_id}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+
+    def acquire(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            os.close(self.fd)
+            return False
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def _existing(path: Path) -> dict | None:
+    try:
+        return results.load(path)
+    except results.ResultError:
+        return None  # corrupt or stale: run the cell again and replace the file
+
+
+def sweep(
+    cells: list[dict],
+    results_dir: Path = results.RESULTS_DIR,
+    jobs: int = os.cpu_count() or 2,
+    force: bool = False,
+    out: TextIO = sys.stderr,
+) -> Summary:
+    summary = Summary(total=len(cells))
+    todo = []
+    for cell in cells:
+        if not force and is_current(_existing(results_dir / f"{cell['id']}.json"), cell):
+            summary.skipped += 1
+        else:
+            todo.append(cell)
+    print(f"{len(cells)} cells: {summary.skipped} current, {len(todo)} to run on {jobs} "
+          f"worker(s)", file=out, flush=True)
+    if not todo:
+        return summary
+    locks = cells_mod.WORK_DIR / "locks"
+    started = time.monotonic()
+    pending: dict[Future, dict] = {}
+    queue = list(todo)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    cell = queue.pop(0)
+                    pending[pool.submit(_run_locked, cell, results_dir, locks)] = cell
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    cell = pending.pop(fut)
+                    state = fut.result()
+                    if state is None:
+                        summary.busy.append(cell["id"])
+                    else:
+                        summary.done[cell["id"]] = state
+                    _progress(out, summary, len(todo), cell["id"], state, started)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            queue.clear()
+            for fut in pending:
+                fut.cancel()
+            print(f"interrupted: {len(summary.done)} finished; run again to resume",
+                  file=out, flush=True)
+            raise
+    return summary
+
+
+def _run_locked(cell: dict, results_dir: Path, locks: Path) -> str | None:
+    lock = _Lock(locks, cell["id"])
+    if not lock.acquire():
+        return None  # another sweep is running this cell right now
+    try:
+        result = cells_mod.run_cell(cell)
+        results.write(results_dir / f"{cell['id']}.json", result)
+        return result["state"]
+    finally:
+        lock.release()
+
+
+def _progress(out: TextIO, s: Summary, todo: int, cell_id: str, state: str | None,
+              started: float) -> None:
+    n = len(s.done) + len(s.busy)
+    elapsed = time.monotonic() - started
+    eta = elapsed / n * (todo - n) if n else 0
+    print(
+        f"[{n:>4}/{todo}] {cell_id:<34} {state or 'busy (another sweep has it)':<14} "
+        f"failed so far {len(s.failed)}  elapsed {_clock(elapsed)}  ETA {_clock(eta)}",
+        file=out, flush=True,
+    )
+
+
+def _clock(seconds: float) -> str:
+    m, sec = divmod(int(seconds), 60)
+    return f"{m}:{sec:02d}"

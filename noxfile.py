@@ -1,0 +1,82 @@
+"""bgmatrix sessions: one per cell of matrix/plan.json, plus the project's own jobs.
+
+Thin on purpose: the logic lives in the bgmatrix package, where it is tested.  Cell sessions
+need no virtualenv of nox's own (``venv_backend="none"``): the cell runner builds the cell's
+environment with uv, and host tools run from the project's locked environment via ``uv run``.
+
+    nox                      headline cells, then the report and site
+    nox -l                   every session, with its description
+    nox -t headline          the headline cells one by one; -t fa-0.106, -t st-0.27, -t era-...
+    nox -s "fa-0.106.0_st-0.27.0_py3.8"
+    nox -s sweep -- --tag era-asgi2     every (or every tagged) cell, in parallel, resumable
+"""
+
+import sys
+from pathlib import Path
+
+import nox
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bgmatrix.sessions import load_cells  # noqa: E402  (stdlib only: nox -l stays offline)
+
+nox.needs_version = ">=2024.3.2"
+nox.options.sessions = ["headline", "report"]
+nox.options.error_on_missing_interpreters = False
+
+HOST = ["uv", "run", "--quiet", "--frozen", "--extra", "site", "--extra", "test"]
+
+
+def bgmatrix(session: nox.Session, *args: str) -> None:
+    session.run(*HOST, "python", "-m", "bgmatrix", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def headline(session: nox.Session) -> None:
+    """Run the headline cells (every behaviour era), in parallel; current ones are skipped."""
+    bgmatrix(session, "run", "--tag", "headline", *session.posargs)
+
+
+@nox.session(venv_backend="none", default=False)
+def sweep(session: nox.Session) -> None:
+    """Run every planned cell (or those with --tag T), in parallel, resuming where it stopped."""
+    bgmatrix(session, "run", "--all", *session.posargs)
+
+
+@nox.session(venv_backend="none", default=False)
+def plan(session: nox.Session) -> None:
+    """Refresh matrix/plan.json from the package index."""
+    bgmatrix(session, "plan", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def report(session: nox.Session) -> None:
+    """Generate the site's pages from spec/ and results/, then build it with mkdocs."""
+    session.run(*HOST, "python", "-m", "bgmatrix.report", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none", default=False)
+def serve(session: nox.Session) -> None:
+    """Serve the built site on 127.0.0.1:8000."""
+    session.run(*HOST, "python", "-m", "http.server", "-b", "127.0.0.1", "-d", "site/_build",
+                "8000", external=True)
+
+
+@nox.session(venv_backend="none", default=False)
+def tests(session: nox.Session) -> None:
+    """The project's own tests: tooling, oracle self-tests, clause coverage, a live cell."""
+    session.run(*HOST, "ruff", "check", "bgmatrix", "tests", "noxfile.py", external=True)
+    session.run(*HOST, "python", "-m", "pytest", "tests/unit", *session.posargs, external=True)
+
+
+def _cell_session(cell: dict) -> None:
+    def run_cell(session: nox.Session) -> None:
+        bgmatrix(session, "run", cell["id"], *session.posargs)
+
+    pair = f"fastapi {cell['fastapi']} + " if cell.get("fastapi") else ""
+    run_cell.__doc__ = f"{pair}starlette {cell['starlette']} on Python {cell['python']}"
+    nox.session(run_cell, name=cell["id"], tags=cell["tags"], venv_backend="none",
+                default=False)
+
+
+for _cell in load_cells():
+    _cell_session(_cell)
