@@ -51,7 +51,9 @@ def validate(data: object, where: str) -> dict:
 
 
 def dumps(data: dict) -> str:
-    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    # ASCII escapes keep any text an application raised intact, lone surrogates included
+    # (invalid UTF-8 decoded with surrogateescape), where a UTF-8 file could not hold it.
+    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
 
 
 def write(path: Path, data: dict) -> None:

@@ -101,13 +101,15 @@ def sweep(
             while queue or pending:
                 while queue and len(pending) < jobs:
                     cell = queue.pop(0)
-                    pending[pool.submit(_run_locked, cell, results_dir, locks)] = cell
+                    pending[pool.submit(_run_locked, cell, results_dir, locks, force)] = cell
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     cell = pending.pop(fut)
                     state = fut.result()
-                    if state is None:
+                    if state == BUSY:
                         summary.busy.append(cell["id"])
+                    elif state == CURRENT:
+                        summary.skipped += 1
                     else:
                         summary.done[cell["id"]] = state
                     _progress(out, summary, len(todo), cell["id"], state, started)
@@ -122,11 +124,17 @@ def sweep(
     return summary
 
 
-def _run_locked(cell: dict, results_dir: Path, locks: Path) -> str | None:
+BUSY, CURRENT = "busy", "current"
+
+
+def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
     lock = _Lock(locks, cell["id"])
     if not lock.acquire():
-        return None  # another sweep is running this cell right now
+        return BUSY  # another sweep is running this cell right now
     try:
+        # Another sweep may have finished it between our first look and the lock.
+        if not force and is_current(_existing(results_dir / f"{cell['id']}.json"), cell):
+            return CURRENT
         result = cells_mod.run_cell(cell)
         results.write(results_dir / f"{cell['id']}.json", result)
         return result["state"]
@@ -134,13 +142,13 @@ def _run_locked(cell: dict, results_dir: Path, locks: Path) -> str | None:
         lock.release()
 
 
-def _progress(out: TextIO, s: Summary, todo: int, cell_id: str, state: str | None,
+def _progress(out: TextIO, s: Summary, todo: int, cell_id: str, state: str,
               started: float) -> None:
-    n = len(s.done) + len(s.busy)
+    n = len(s.done) + len(s.busy) + s.skipped - s.total + todo
     elapsed = time.monotonic() - started
     eta = elapsed / n * (todo - n) if n else 0
     print(
-        f"[{n:>4}/{todo}] {cell_id:<34} {state or 'busy (another sweep has it)':<14} "
+        f"[{n:>4}/{todo}] {cell_id:<34} {state:<14} "
         f"failed so far {len(s.failed)}  elapsed {_clock(elapsed)}  ETA {_clock(eta)}",
         file=out, flush=True,
     )

@@ -226,7 +226,12 @@ class Harness(object):
                 finally:
                     for w in caught:
                         exchange.warnings.append(
-                            {"category": w.category.__name__, "message": str(w.message)}
+                            {
+                                "category": w.category.__name__,
+                                "message": str(w.message),
+                                # the spec's qualifying warnings are UserWarning and subclasses
+                                "user_warning": issubclass(w.category, UserWarning),
+                            }
                         )
         finally:
             _close_loop(loop)

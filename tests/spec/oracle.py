@@ -10,7 +10,6 @@ import re
 from collections import Counter
 
 _QUALIFYING = re.compile(r"background ?tasks?", re.IGNORECASE)
-_NOT_USER = ("DeprecationWarning", "PendingDeprecationWarning")
 
 
 def qualifying_warnings(warnings):
@@ -19,13 +18,7 @@ def qualifying_warnings(warnings):
     Matched on category and message, never counted blindly: newer Starlette releases emit
     unrelated deprecation warnings during a request.
     """
-    return [
-        w
-        for w in warnings
-        if w["category"] not in _NOT_USER
-        and w["category"].endswith("Warning")
-        and _QUALIFYING.search(w["message"])
-    ]
+    return [w for w in warnings if w.get("user_warning") and _QUALIFYING.search(w["message"])]
 
 
 def conflict_label(effects, injected, own, warnings):
