@@ -14,6 +14,7 @@ import platform
 import re
 import shutil
 import subprocess
+import tempfile
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -133,11 +134,45 @@ def build_env(cell: dict, env_dir: Path, install: list[str] | None = None) -> Pa
         raise CellError("install-error", f"install did not finish in {INSTALL_TIMEOUT}s") from None
     if rc:
         raise CellError("install-error", tail(out))
-    rc, out = _run([_uv(), "pip", "install", "-q", "--python", str(python), *SUITE_TOOLS],
-                   INSTALL_TIMEOUT, env)
-    if rc:
-        raise CellError("install-error", "installing the suite's tools failed: " + tail(out))
+    link_suite_tools(python, suite_tools(exe))
     return python
+
+
+def suite_tools(exe: Path) -> Path:
+    """A folder with the suite's tools for this interpreter, built once and shared by cells.
+
+    Installing pytest into every cell would cost a uv call per cell; a shared ``--target``
+    folder, linked in after the cell's own site-packages, costs nothing after the first cell,
+    and the cell's own packages still win any name clash.
+    """
+    version = subprocess.run([str(exe), "-c", "import sys; print(sys.version)"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    key = hashlib.sha256((version + "\0".join(SUITE_TOOLS)).encode()).hexdigest()[:12]
+    folder = WORK_DIR / "tools" / key
+    if folder.is_dir():
+        return folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent.mkdir(
+        parents=True, exist_ok=True) or folder.parent))
+    try:
+        rc, out = _run([_uv(), "pip", "install", "-q", "--python", str(exe), "--target",
+                        str(staging), *SUITE_TOOLS], INSTALL_TIMEOUT, uv_env())
+        if rc:
+            raise CellError("install-error", "installing the suite's tools failed: " + tail(out))
+        try:
+            staging.rename(folder)  # atomic: a parallel cell may have won the race
+        except OSError:
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def link_suite_tools(python: Path, tools: Path) -> None:
+    """Append ``tools`` to the cell's import path with a .pth file."""
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, timeout=60).stdout.strip()
+    (Path(site) / "bgmatrix_suite_tools.pth").write_text(str(tools) + "\n")
 
 
 _PROBE = (
@@ -152,7 +187,7 @@ _PROBE = (
 
 
 def probe(python: Path, cell: dict) -> dict:
-    """Import the framework once before the suite, so a broken release is an import-error."""
+    """Import the framework alone, to tell an import-error from a broken suite run."""
     mods = ["starlette"] + (["fastapi"] if cell["kind"] != "starlette" else [])
     proc = subprocess.run([str(python), "-c", _PROBE, *mods], capture_output=True, text=True,
                           errors="replace", timeout=120)
@@ -253,11 +288,12 @@ def run_cell(cell: dict, install: list[str] | None = None) -> dict:
     env_dir = WORK_DIR / "envs" / cell["id"]
     try:
         python = build_env(cell, env_dir, install)
-        info = probe(python, cell)
         packages = freeze(python)
         rc, records, session = run_suite(python, cell, env_dir / "records.jsonl")
+        if rc != 0 or not records:
+            probe(python, cell)  # a release that cannot even be imported is an import-error
         provenance.update(
-            python=info.get("python"),
+            python=session.get("python"),
             interpreter=str(interpreters.find(cell["python"])),
             fastapi=packages.get("fastapi"),
             starlette=packages.get("starlette"),

@@ -60,7 +60,9 @@ def parse_chapter(chapter: str, text: str) -> list[Clause]:
         body = text[head.start() : end].rstrip() + "\n"
         meta, keyword = _META.search(body), _KEYWORD.search(body)
         if not meta or not keyword:
-            raise SpecError(f"spec/{chapter}.md: clause {head.group(1)} lacks its Level or keyword line")
+            raise SpecError(
+                f"spec/{chapter}.md: clause {head.group(1)} lacks its Level or keyword line"
+            )
         clauses.append(
             Clause(
                 id=head.group(1),

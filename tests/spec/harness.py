@@ -222,7 +222,7 @@ class Harness(object):
                     self.log("timeout")
                     raise ScenarioTimeout(
                         "scenario did not finish within %ss" % (timeout or self.timeout)
-                    )
+                    ) from None
                 finally:
                     for w in caught:
                         exchange.warnings.append(

@@ -53,7 +53,7 @@ def test_each_behaviour_gets_its_own_label(behaviour):
 
 def test_labels_are_distinct():
     labels = set()
-    for behaviour, (warning, effects) in BEHAVIOURS.items():
+    for warning, effects in BEHAVIOURS.values():
         h = Harness()
         ex = h.request(synthetic_app(h, warning, effects))
         labels.add(conflict_label(ex.effects, INJECTED, OWN, ex.warnings))
