@@ -60,8 +60,9 @@ def plain_nox(c: dict, work: Path) -> None:
         def cell(session):
             session.install("fastapi=={c['fastapi']}", "starlette=={c['starlette']}",
                             "pytest==8.3.5")
-            session.run("python", "-m", "pytest", "-q", "-c", {str(cell.SUITE_DIR)!r} + "/pytest.ini",
-                        "--rootdir", {str(cell.SUITE_DIR)!r}, {str(cell.SUITE_DIR)!r})
+            suite = {str(cell.SUITE_DIR)!r}
+            session.run("python", "-m", "pytest", "-q", "-c", suite + "/pytest.ini",
+                        "--rootdir", suite, suite)
     """))
     shutil.rmtree(work / ".nox", ignore_errors=True)
     subprocess.run(["nox", "-f", str(noxfile), "--envdir", str(work / ".nox")], check=True,
