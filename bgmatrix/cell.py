@@ -27,7 +27,9 @@ WORK_DIR = Path(os.environ.get("BGMATRIX_WORK", ROOT / ".bgmatrix"))
 
 #: The suite's own tools, pinned and installed apart from the release under test, so that a
 #: 2019 cell runs the same harness as a 2026 one.  pytest 8.3 is the newest supporting 3.8.
-SUITE_TOOLS = ("pytest==8.3.5",)
+#: exceptiongroup 1.3 (pytest's choice on Python < 3.11) imports names that the
+#: typing_extensions of 2021-2022 cells lack, which would break pytest itself there.
+SUITE_TOOLS = ("pytest==8.3.5", "exceptiongroup==1.2.2; python_version < '3.11'")
 
 BUILD_TOOLS = ("setuptools", "wheel")
 

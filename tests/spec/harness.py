@@ -288,7 +288,10 @@ class _HttpPeer(object):
                 self.h.log("send-failed", message=kind)
                 raise OSError("client disconnected")
             ex.dropped_sends += 1
-            self.h.log("send-dropped", message=kind)
+            fields = {"message": kind}
+            if kind == "http.response.start":
+                fields["status"] = message["status"]  # a second start is evidence too
+            self.h.log("send-dropped", **fields)
             return
         if kind == "http.response.start":
             ex.status = message["status"]

@@ -1,0 +1,157 @@
+"""Isolation: no state across requests, no mutation of user-supplied objects (ISO-1, ISO-3).
+
+spec/isolation.md; the same observations grade RES-4 and RES-5 of spec/resolution.md.  ISO-1
+returns one Response object, created once outside the endpoint, over three requests, each
+adding a task named after its request number, so that a task of request *n* seen during request
+*n + 1* is identified by name.  ISO-3 snapshots the user's objects just before the endpoint
+returns them and compares them after the request.  (ISO-2 and COLLECT-3 live with the
+collection tests.)
+"""
+import pytest
+from labels_life import changed_attributes, combine, reuse_label
+
+fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+from fastapi import BackgroundTasks, FastAPI  # noqa: E402
+from starlette.background import BackgroundTask  # noqa: E402
+from starlette.background import BackgroundTasks as StarletteTasks  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
+
+REQUESTS = 3
+CARRYING = ("carried", "grown", "duplicate")  # what RES-4 forbids on any request
+
+
+@pytest.mark.parametrize("own_background", [False, True], ids=["no-background", "own-task"])
+@pytest.mark.clause("ISO-1", "RES-4")
+def test_reused_response_runs_only_current_tasks(record, harness, own_background):
+    # Created once, like a module-level object: it outlives every request below.
+    own = ["own"] if own_background else []
+    background = BackgroundTask(harness.sync_task("own")) if own_background else None
+    shared = PlainTextResponse("shared", background=background)
+    served = []  # the request numbers the endpoint saw
+
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(tasks: BackgroundTasks):
+        served.append(len(served) + 1)
+        tasks.add_task(harness.sync_task("request-%d" % served[-1]))
+        return shared
+
+    exchanges = [harness.request(app) for _ in range(REQUESTS)]
+    if served != list(range(1, REQUESTS + 1)):
+        raise AssertionError("the endpoint saw requests %r" % served)
+    record.observe("requests", exchanges)
+    labels = [
+        reuse_label(
+            ex.effects,
+            "request-%d" % n,
+            ["request-%d" % earlier for earlier in range(1, n)],
+            own,
+            ex.warnings,
+        )
+        for n, ex in enumerate(exchanges, 1)
+    ]
+    record.observe("labels_per_request", labels)
+    label = combine(labels)
+    record.verdict("ISO-1", all(lb == "isolated" for lb in labels), label,
+                   "isolated on every request: its own tasks, each once, no earlier one")
+    record.verdict("RES-4", not any(lb in CARRYING for lb in labels), label,
+                   "no request runs an earlier request's task or a task twice")
+
+
+def snapshot(response, background):
+    """The attributes ISO-3 compares, as values to compare by identity (lists by element).
+
+    ``background`` is the object the endpoint gave the response, kept by the caller, so its
+    own state is compared even if the response's attribute now points elsewhere.
+    """
+    snap = {"response.background": response.background}
+    if background is None:
+        return snap
+    tasks = getattr(background, "tasks", None)
+    if tasks is None:  # a single BackgroundTask
+        items = [("background", background)]
+    else:  # a BackgroundTasks: the list object, its elements, and each element's call
+        snap["background.tasks"] = [tasks]  # the list object itself, by identity
+        snap["background.tasks[]"] = list(tasks)
+        items = [("background.tasks[%d]" % i, task) for i, task in enumerate(tasks)]
+    for prefix, task in items:
+        for attr in ("func", "args", "kwargs"):
+            snap["%s.%s" % (prefix, attr)] = getattr(task, attr, None)
+    return snap
+
+
+def user_background(kind, harness):
+    if kind == "none":
+        return None
+    if kind == "task":
+        return BackgroundTask(harness.sync_task("own"), "arg", key="value")
+    own = StarletteTasks()
+    own.add_task(harness.sync_task("own-1"), "arg", key="value")
+    own.add_task(harness.sync_task("own-2"))
+    return own
+
+
+def mutation_label(changed):
+    return "mutated[%s]" % ",".join(changed) if changed else "untouched"
+
+
+@pytest.mark.parametrize("kind", ["none", "task", "tasks"])
+@pytest.mark.clause("ISO-3", "RES-5")
+def test_user_objects_are_not_mutated(record, harness, kind):
+    """Each background kind, with injected tasks and with a declared but unused collection."""
+    kept = {}  # the endpoint's response, its background and their snapshot
+
+    def build_app(add_injected):
+        app = FastAPI()
+
+        @app.get("/")
+        async def endpoint(tasks: BackgroundTasks):
+            if add_injected:
+                tasks.add_task(harness.sync_task("injected"))
+            background = user_background(kind, harness)
+            response = PlainTextResponse("x", background=background)
+            kept.update(response=response, background=background,
+                        before=snapshot(response, background))
+            return response
+
+        return app
+
+    labels, evidence = [], {}
+    for case, add_injected in (("with-injected", True), ("declared-unused", False)):
+        kept.clear()
+        ex = harness.request(build_app(add_injected))
+        if "response" not in kept:
+            raise AssertionError("the endpoint did not run")
+        changed = changed_attributes(
+            kept["before"], snapshot(kept["response"], kept["background"]))
+        evidence[case] = {"exchange": ex, "changed": changed}
+        labels.append("%s:%s" % (case, mutation_label(changed)))
+    record.observe("cases", evidence)
+    label = " ".join(labels)
+    untouched = all(lb.endswith(":untouched") for lb in labels)
+    expected = "untouched: the returned Response and its background are as the app made them"
+    record.verdict("ISO-3", untouched, label, expected)
+    record.verdict("RES-5", untouched, label, expected)
+
+
+@pytest.mark.clause("RES-5")
+def test_identity_case_leaves_response_untouched(record, harness):
+    """The documented workaround: the injected object is the Response's own background."""
+    kept = {}
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(tasks: BackgroundTasks):
+        tasks.add_task(harness.sync_task("injected"))
+        response = PlainTextResponse("x", background=tasks)
+        kept.update(response=response, before={"response.background": response.background})
+        return response
+
+    record.observe("request", harness.request(app))
+    changed = changed_attributes(
+        kept["before"], {"response.background": kept["response"].background})
+    record.observe("changed", changed)
+    label = mutation_label(changed)
+    record.verdict("RES-5", label == "untouched", label,
+                   "untouched: the Response still holds the object the app gave it")

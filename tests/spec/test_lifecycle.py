@@ -1,0 +1,222 @@
+"""Lifecycle: background tasks and dependencies with ``yield`` (LIFE-1 to LIFE-4).
+
+spec/lifecycle.md.  A ``yield`` dependency stands for a database session: it opens a stand-in
+resource, and its teardown (the code after ``yield``) closes it.  Every step records an effect
+in the harness log, so the teardown is placed relative to ``http.response.start``, the final
+body message and the tasks by the order of one event log, never by timing.
+
+Releases from before ``yield`` dependencies hand the generator object itself to the endpoint;
+that is how the suite finds they lack the feature (by what the endpoint received), and such a
+release grades these clauses n/a.
+"""
+import asyncio
+import inspect
+
+import pytest
+from labels_life import (
+    function_scope_label,
+    resource_label,
+    teardown_exception_label,
+    teardown_position,
+    teardown_task_label,
+)
+
+fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException  # noqa: E402
+
+YIELDED = "yielded-value"  # what the teardown dependencies yield, to see that yield was honoured
+
+
+class Resource(object):
+    """A stand-in for a database session: an ``open`` flag, and effects when it opens and
+    when its teardown closes it."""
+
+    def __init__(self, harness):
+        self.harness = harness
+        self.open = True
+        harness.effect("resource-open")
+
+    def close(self):
+        self.harness.effect("teardown")
+        self.open = False
+
+
+def resource_dependency(harness, flavor):
+    """A ``yield`` dependency providing a :class:`Resource`, as ``async def`` or plain ``def``
+    (FastAPI runs the latter in a thread, with its own teardown path)."""
+    if flavor == "async":
+
+        async def get_resource():
+            resource = Resource(harness)
+            try:
+                yield resource
+            finally:
+                resource.close()
+
+    else:
+
+        def get_resource():
+            resource = Resource(harness)
+            try:
+                yield resource
+            finally:
+                resource.close()
+
+    return get_resource
+
+
+def resource_app(harness, flavor, flags, received, depends_kwargs=None):
+    """The app of LIFE-1 (and, with ``scope="function"``, of LIFE-4): the endpoint passes the
+    resource to a task that records its ``open`` flag when it starts and when it ends."""
+
+    async def use_resource(resource):
+        flags.append(resource.open)
+        harness.effect("task-start")
+        # A yield point inside the task: a teardown running concurrently would show as a
+        # flag that changed between start and end.
+        await asyncio.sleep(0)
+        flags.append(resource.open)
+        harness.effect("task-end")
+
+    dependency = Depends(resource_dependency(harness, flavor), **(depends_kwargs or {}))
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(tasks: BackgroundTasks, resource=dependency):
+        received.append(resource)
+        if isinstance(resource, Resource):
+            tasks.add_task(use_resource, resource)
+        return {"ok": True}
+
+    return app
+
+
+def yield_unsupported(received, honoured):
+    """The reason a release lacks ``yield`` dependencies, or None when it has them.
+
+    ``honoured(value)`` tells whether the endpoint got what the dependency yielded.
+    """
+    if received and honoured(received[0]):
+        return None
+    got = type(received[0]).__name__ if received else "nothing"
+    return "release does not run yield dependencies: the endpoint received %s" % got
+
+
+def is_resource(value):
+    return isinstance(value, Resource)
+
+
+def is_yielded(value):
+    return isinstance(value, str) and value == YIELDED
+
+
+def resource_evidence(record, ex, flags):
+    position = teardown_position(ex.events, "teardown", "task-start")
+    record.observe("request", ex)
+    record.observe("flags_seen_by_task", list(flags))
+    record.observe("teardown_position", position)
+    return position
+
+
+@pytest.mark.parametrize("flavor", ["async", "sync"])
+@pytest.mark.clause("LIFE-1")
+def test_resource_outlives_tasks_by_default(record, harness, flavor):
+    flags, received = [], []
+    app = resource_app(harness, flavor, flags, received)
+    ex = harness.request(app)
+    reason = yield_unsupported(received, is_resource)
+    if reason:
+        record.observe("request", ex)
+        record.not_applicable(reason)
+        return
+    resource_evidence(record, ex, flags)
+    label = resource_label(flags)
+    record.verdict("LIFE-1", label == "open-during-tasks", label,
+                   "open-during-tasks: the resource is open when the task starts and ends")
+
+
+@pytest.mark.clause("LIFE-2")
+def test_task_added_during_teardown(record, harness):
+    add_errors = []  # what add_task raised in the teardown, if anything
+
+    async def dependency(tasks: BackgroundTasks):
+        yield YIELDED
+        harness.effect("teardown")
+        try:
+            tasks.add_task(harness.sync_task("added-in-teardown"))
+        except Exception as exc:  # kept as evidence, then left to reach the server
+            add_errors.append("%s: %s" % (type(exc).__name__, exc))
+            raise
+
+    received = []
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(value=Depends(dependency)):
+        received.append(value)
+        return {"ok": True}
+
+    ex = record.observe("request", harness.request(app))
+    reason = yield_unsupported(received, is_yielded)
+    if reason:
+        record.not_applicable(reason)
+        return
+    record.observe("add_task_errors", add_errors)
+    record.observe("teardown_position",
+                   teardown_position(ex.events, "teardown", "added-in-teardown"))
+    label = teardown_task_label(ex.effects, "added-in-teardown", ex.app_exception)
+    record.verdict("LIFE-2", label in ("ran", "rejected"), label, "ran or rejected")
+
+
+@pytest.mark.clause("LIFE-3")
+def test_http_exception_in_teardown(record, harness):
+    async def dependency():
+        yield YIELDED
+        harness.effect("teardown")
+        # 409, not 418: HTTPStatus(418) is missing on Python 3.8.
+        raise HTTPException(status_code=409, detail="commit failed in teardown")
+
+    received = []
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(tasks: BackgroundTasks, value=Depends(dependency)):
+        received.append(value)
+        tasks.add_task(harness.sync_task("task"))
+        return {"ok": True}
+
+    ex = record.observe("request", harness.request(app))
+    reason = yield_unsupported(received, is_yielded)
+    if reason:
+        record.not_applicable(reason)
+        return
+    position = teardown_position(ex.events, "teardown", "task")
+    record.observe("teardown_position", position)
+    record.observe("task_ran", "task" in ex.effects)  # recorded alongside, not graded here
+    label = teardown_exception_label(ex.status, 409, ex.app_exception)
+    # Propagating is the answer only once something was sent: before that, the exception
+    # has to become the response itself.
+    conforms = label == "became-response" or (
+        label == "propagated" and position != "before-response")
+    record.verdict("LIFE-3", conforms, label,
+                   "became-response before anything is sent, propagated after")
+
+
+@pytest.mark.parametrize("flavor", ["async", "sync"])
+@pytest.mark.clause("LIFE-4")
+def test_function_scope_teardown_precedes_response(record, harness, flavor):
+    if "scope" not in inspect.signature(fastapi.Depends).parameters:
+        record.not_applicable("release has no Depends(scope=...)")
+        return
+    flags, received = [], []
+    app = resource_app(harness, flavor, flags, received, {"scope": "function"})
+    ex = harness.request(app)
+    reason = yield_unsupported(received, is_resource)
+    if reason:
+        record.observe("request", ex)
+        record.not_applicable(reason)
+        return
+    position = resource_evidence(record, ex, flags)
+    label = function_scope_label(position)
+    record.verdict("LIFE-4", label == "before-response", label,
+                   "before-response: teardown before http.response.start and any task")

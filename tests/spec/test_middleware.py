@@ -1,0 +1,233 @@
+"""Middleware: background tasks under BaseHTTPMiddleware, GZipMiddleware and a pure ASGI
+middleware, and after client disconnects.
+
+spec/middleware.md.  Every clause here is at Starlette level: the apps come from webapp.build,
+on FastAPI in FastAPI cells and on pure Starlette in Starlette cells.  "The client" is the
+harness: a message reached the client when the harness's ``send`` (the outermost one) got it.
+Some releases hang in these scenarios (a relay waiting for a message that never comes), so
+every request has a short budget and a hang is recorded as a ``timeout``.
+"""
+import asyncio
+import os
+
+import pytest
+import webapp
+from labels_exec import completion_label, propagation_label, ran_label
+from oracle import first_index, is_final_body, tasks_after_body_label
+from starlette.background import BackgroundTask
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.responses import PlainTextResponse, StreamingResponse
+
+TIMEOUT = 5.0  # seconds per request: a hang becomes a recorded timeout, not a stalled run
+
+
+class PassThrough(BaseHTTPMiddleware):
+    """The most common BaseHTTPMiddleware: ``dispatch`` returns what ``call_next`` gave."""
+
+    async def dispatch(self, request, call_next):
+        return await call_next(request)
+
+
+def with_base_http(record, respond):
+    return webapp.build(record, {"/": respond}, middleware=[(PassThrough, {})])
+
+
+@pytest.mark.clause("MW-1")
+def test_base_http_delivers_body_before_tasks(record, harness):
+    def respond():
+        return PlainTextResponse("inner body", background=BackgroundTask(harness.sync_task("task")))
+
+    ex = record.observe("request", harness.request(with_base_http(record, respond),
+                                                   timeout=TIMEOUT))
+    label = tasks_after_body_label(ex.events)
+    record.verdict("MW-1", label == "after-body", label, "after-body")
+
+
+# MW-2's ways a request ends, in ASGI terms.  "The connection closes normally": the client
+# keeps the connection open while the application runs and the server reports nothing, so
+# ``receive`` blocks until the application returns (disconnect mode "never": the disconnect is
+# withheld until the task has ended, because the task ends inside the application call).
+# "The client disconnects after the response": ``receive`` answers ``http.disconnect`` as soon
+# as the final body message was sent (mode "after-response", which is also what uvicorn tells
+# an application once the response is complete).  A release whose middleware waits for a
+# disconnect that never comes hangs in the first mode: that is recorded as a timeout.
+# A third case goes beyond the spec's text: the client disconnects once it holds every byte of
+# the body.  A relay may pass the inner body on at once but send the final (empty) body message
+# only after the inner tasks end, so a client that has the whole response (by Content-Length)
+# can leave before the final message.  The inner body is one message, so "after-first-body" is
+# exactly that moment; the test checks it against Content-Length.
+DISCONNECTS = {
+    "withheld": "never",
+    "after-response": "after-response",
+    "after-all-bytes": "after-first-body",
+}
+YIELDS = 20  # times the task hands the loop back: enough for a relay to cancel it mid-way
+
+
+@pytest.mark.clause("MW-2")
+@pytest.mark.parametrize("mode", sorted(DISCONNECTS))
+def test_base_http_does_not_cancel_tasks(record, harness, mode):
+    async def slow():
+        harness.effect("start")
+        try:
+            for _ in range(YIELDS):
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            harness.effect("cancelled")
+            raise
+        harness.effect("end")
+
+    def respond():
+        return PlainTextResponse("inner body", background=BackgroundTask(slow))
+
+    app = with_base_http(record, respond)
+    ex = record.observe("request", harness.request(app, disconnect=DISCONNECTS[mode],
+                                                   timeout=TIMEOUT))
+    if mode == "after-all-bytes":
+        bodies = [e for e in ex.events
+                  if e["kind"] == "send" and e.get("message") == "http.response.body"]
+        complete = bool(bodies) and ex.header("content-length") == [str(bodies[0]["size"])]
+        record.observe("first_body_has_all_bytes", complete)
+        if not complete:
+            record.not_applicable("the first body message did not carry the whole body")
+            return
+    label = completion_label(ex.events, "start", "end", "cancelled")
+    record.verdict("MW-2", label == "completed", "%s:%s" % (mode, label), "completed")
+
+
+MARKER = "inner task failed"
+
+
+@pytest.mark.clause("MW-3")
+def test_base_http_does_not_swallow_task_errors(record, harness):
+    async def failing():
+        harness.effect("task")
+        raise RuntimeError(MARKER)
+
+    def respond():
+        return PlainTextResponse("inner body", background=BackgroundTask(failing))
+
+    probe = webapp.ExceptionProbe(with_base_http(record, respond))
+    ex = record.observe("request", harness.request(probe, timeout=TIMEOUT))
+    record.observe("left_app", probe.seen)
+    record.observe("task_ran", "task" in ex.effects)
+    label = propagation_label(probe.seen, "RuntimeError", MARKER)
+    record.verdict("MW-3", label == "propagated", label, "propagated")
+
+
+@pytest.mark.clause("MW-4")
+@pytest.mark.parametrize("variant", ("set-on-call-next-response", "new-response"))
+def test_background_set_in_dispatch(record, harness, variant):
+    class SetsBackground(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            response = await call_next(request)
+            task = BackgroundTask(harness.sync_task("dispatch-task"))
+            if variant == "new-response":
+                return PlainTextResponse("from dispatch", background=task)
+            response.background = task
+            return response
+
+    def respond():
+        return PlainTextResponse("inner body")
+
+    app = webapp.build(record, {"/": respond}, middleware=[(SetsBackground, {})])
+    ex = record.observe("request", harness.request(app, timeout=TIMEOUT))
+    label = ran_label(ex.effects, "dispatch-task", missing="ignored")
+    if label == "ran" and tasks_after_body_label(ex.events) != "after-body":
+        label = "ran-before-body"  # it ran, but not "after that response has been sent"
+    record.verdict("MW-4", label == "ran", "%s:%s" % (variant, label), "ran")
+
+
+@pytest.mark.clause("MW-5")
+@pytest.mark.parametrize("case", ("response", "stream"))
+def test_gzip_sends_last_chunk_before_tasks(record, harness, case):
+    def respond():
+        task = BackgroundTask(harness.sync_task("task"))
+        if case == "response":
+            return PlainTextResponse("x" * 1000, background=task)
+        return StreamingResponse(webapp.chunks(3, size=400), media_type="text/plain",
+                                 background=task)
+
+    # Both bodies are well above the threshold, so the middleware compresses and buffers.
+    app = webapp.build(record, {"/": respond},
+                       middleware=[(GZipMiddleware, {"minimum_size": 100})])
+    ex = record.observe("request", harness.request(app, headers=[("accept-encoding", "gzip")],
+                                                   timeout=TIMEOUT))
+    record.observe("compressed", ex.header("content-encoding") == ["gzip"])
+    label = tasks_after_body_label(ex.events)
+    record.verdict("MW-5", label == "after-body", "%s:%s" % (case, label), "after-body")
+
+
+@pytest.mark.clause("MW-6")
+@pytest.mark.parametrize("case", webapp.RESPONSE_CASES)
+def test_pure_asgi_middleware_preserves_order(record, harness, tmp_path, case):
+    path = webapp.served_file(record, tmp_path, case)
+    if path is None:
+        return
+
+    def respond():
+        return webapp.response_case(case, BackgroundTask(harness.sync_task("task")), path)
+
+    app = webapp.build(record, {"/": respond},
+                       middleware=[(webapp.RelayMiddleware, {"harness": harness})])
+    ex = record.observe("request", harness.request(app, timeout=TIMEOUT))
+    label = tasks_after_body_label(ex.events)
+    record.verdict("MW-6", label == "after-body", "%s:%s" % (case, label), "after-body")
+
+
+def disconnect_mid_body(record, harness, case, tmp_path, spec_version):
+    """MW-7 to MW-9: the client goes away after the first body message.
+
+    Returns the exchange, or None when the release cannot build the response (n/a recorded).
+    The task deletes the served file, as the background of a FileResponse commonly does.
+    """
+    path = webapp.served_file(record, tmp_path, case)
+    if path is None:
+        return None
+
+    def cleanup():
+        harness.effect("background")
+        os.remove(path)
+
+    def respond():
+        return webapp.response_case(case, BackgroundTask(cleanup), path)
+
+    probe = webapp.ExceptionProbe(webapp.build(record, {"/": respond}))
+    ex = record.observe("request", harness.request(
+        probe, disconnect="after-first-body", spec_version=spec_version, timeout=TIMEOUT))
+    record.observe("left_app", probe.seen)
+    record.observe("file_exists_after", os.path.exists(path))
+    # Under "2.4" the OSError path is exercised only if the app sent after the disconnect;
+    # a release that noticed the disconnect through ``receive`` first never meets it.
+    record.observe("sends_failed", len([e for e in ex.events if e["kind"] == "send-failed"]))
+    # The scenario is only meaningful if the disconnect really came mid-body.
+    record.observe("final_body_reached_client", first_index(ex.events, is_final_body) is not None)
+    return ex
+
+
+@pytest.mark.clause("MW-7")
+def test_streaming_background_after_disconnect(record, harness, tmp_path):
+    ex = disconnect_mid_body(record, harness, "stream", tmp_path, "2.3")
+    label = ran_label(ex.effects, "background")
+    record.verdict("MW-7", label == "ran", label, "ran")
+
+
+@pytest.mark.clause("MW-8")
+def test_file_background_after_disconnect(record, harness, tmp_path):
+    ex = disconnect_mid_body(record, harness, "file", tmp_path, "2.3")
+    if ex is None:
+        return
+    label = ran_label(ex.effects, "background")
+    record.verdict("MW-8", label == "ran", label, "ran")
+
+
+@pytest.mark.clause("MW-9")
+@pytest.mark.parametrize("case", ("stream", "file"))
+def test_background_after_oserror_send(record, harness, tmp_path, case):
+    """ASGI 2.4: the harness's ``send`` raises OSError for every message after the first body."""
+    ex = disconnect_mid_body(record, harness, case, tmp_path, "2.4")
+    if ex is None:
+        return
+    label = ran_label(ex.effects, "background")
+    record.verdict("MW-9", label == "ran", "%s:%s" % (case, label), "ran")
