@@ -68,6 +68,18 @@ def tests(session: nox.Session) -> None:
     session.run(*HOST, "python", "-m", "pytest", "tests/unit", *session.posargs, external=True)
 
 
+@nox.session(venv_backend="none", default=False)
+def watch(session: nox.Session) -> None:
+    """Look for releases newer than the plan, run their cells, summarise changed behaviour."""
+    session.run(*HOST, "python", "-m", "bgmatrix.watch", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none", default=False)
+def shard(session: nox.Session) -> None:
+    """Run CI's shard K of N locally (-- run K N --out DIR), or merge shards (-- merge ...)."""
+    session.run(*HOST, "python", "-m", "bgmatrix.shards", *session.posargs, external=True)
+
+
 def _cell_session(cell: dict) -> None:
     def run_cell(session: nox.Session) -> None:
         bgmatrix(session, "run", cell["id"], *session.posargs)

@@ -1,0 +1,283 @@
+"""Shards: the matrix split across machines, and the merge that refuses an incomplete result.
+
+CI runs the cells on several runners at once; each writes its results into a folder of its
+own, and one merge step checks them all before anything reaches results/. The same split runs
+locally, so a failing shard can be reproduced on a laptop:
+
+    python -m bgmatrix.shards run K N --out DIR      shard K of N into DIR (tag shard-K when N
+                                                     is the plan's shard count, else round-robin)
+    python -m bgmatrix.shards merge DIR... --into results/ [--tag T] [--cell ID]
+    nox -l --json -t fastapi starlette | python -m bgmatrix.shards matrix
+                                                     the GitHub Actions matrix, one job a shard
+
+The merge publishes all or nothing: a planned cell missing from every folder, an invalid file,
+or one cell in two folders is one line each on stderr, exit 2, and results/ is left untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bgmatrix import results, sessions, snapshot
+from bgmatrix.cli import UsageError, select
+
+USAGE_ERROR = 2
+
+#: GitHub Actions refuses a matrix of more than 256 jobs.
+MAX_JOBS = 256
+
+#: The interpreter the host tools run on (pyproject's requires-python floor). setup-python makes
+#: the last version it installs the default ``python``, so the matrix lists it last.
+HOST_PYTHON = "3.11"
+
+_SHARD_TAG = re.compile(r"^shard-(\d+)$")
+_PYTHON_TAG = re.compile(r"^py(3\.\d+)$")
+
+
+class ShardError(Exception):
+    """A shard cannot be chosen or a listing cannot be grouped (one-line message)."""
+
+
+# ---------------------------------------------------------------------------- choosing
+
+
+def shard_of(cell: dict) -> int | None:
+    """K of the cell's ``shard-K`` tag, or None for a cell (or session) without one."""
+    for tag in cell.get("tags") or ():
+        match = _SHARD_TAG.match(tag)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def shard_count(cells: Sequence[dict]) -> int:
+    """How many shards the plan's tags split the cells into (0 when untagged)."""
+    return max((shard_of(c) or 0 for c in cells), default=0)
+
+
+def cells_for_shard(cells: Sequence[dict], k: int, n: int) -> list[dict]:
+    """The cells of shard ``k`` (1-based) of ``n``, in plan order.
+
+    With the plan's own shard count the shard-K tags decide, so ``run K N`` locally runs
+    exactly what CI's job shard-K runs; any other N deals the cells round-robin.
+    """
+    if n < 1 or not 1 <= k <= n:
+        raise ShardError(f"shard {k} of {n} does not exist: K must be 1..N")
+    if n == shard_count(cells):
+        return [c for c in cells if shard_of(c) == k]
+    return [c for i, c in enumerate(cells) if i % n == k - 1]
+
+
+def pythons_of(cells: Sequence[dict]) -> list[str]:
+    """Interpreters the cells need (from their py3.X tags), oldest first, then the host's."""
+    needed = {m.group(1) for c in cells for t in c.get("tags") or () if (m := _PYTHON_TAG.match(t))}
+    needed.discard(HOST_PYTHON)
+    return sorted(needed, key=lambda v: tuple(int(p) for p in v.split("."))) + [HOST_PYTHON]
+
+
+def actions_matrix(listing: Sequence[dict]) -> list[dict]:
+    """Group ``nox -l --json`` sessions into one job per shard tag, for ``matrix.include``.
+
+    Sessions without a shard tag (headline, report, ...) are not cells and are left out. Each
+    job carries its cell ids (space-separated, ready for the command line) and the
+    interpreters to install (newline-separated, as setup-python's input wants them).
+    """
+    groups: dict[int, list[dict]] = {}
+    for session in listing:
+        k = shard_of(session)
+        if k is not None:
+            groups.setdefault(k, []).append(session)
+    if not groups:
+        raise ShardError("the listing holds no cell session (no shard-K tag): nothing to run")
+    if len(groups) > MAX_JOBS:
+        raise ShardError(
+            f"{len(groups)} shards exceed GitHub's {MAX_JOBS}-job matrix: lower plan.NSHARDS"
+        )
+    return [
+        {
+            "shard": f"shard-{k}",
+            "count": len(groups[k]),
+            "cells": " ".join(s["name"] for s in groups[k]),
+            "pythons": "\n".join(pythons_of(groups[k])),
+        }
+        for k in sorted(groups)
+    ]
+
+
+# ---------------------------------------------------------------------------- merging
+
+
+class MergeRefused(Exception):
+    """The shard folders cannot be published; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(f"{len(problems)} problem(s)")
+        self.problems = problems
+
+
+def merge_problems(folders: Sequence[Path], expected: Sequence[str]) -> tuple[dict, list[str]]:
+    """Validate every result file in ``folders`` against the ``expected`` cell ids.
+
+    Returns (cell id -> loaded result, one line per problem). Nothing is written here, so a
+    caller that finds problems can refuse without having touched anything.
+    """
+    wanted = set(expected)
+    found: dict[str, dict] = {}
+    where: dict[str, Path] = {}
+    problems: list[str] = []
+    for folder in folders:
+        if not folder.is_dir():
+            problems.append(f"{folder}: no such folder")
+            continue
+        for path in sorted(folder.glob("*.json")):
+            if path.name.startswith("."):
+                continue  # an interrupted writer's temporary file
+            try:
+                data = results.load(path)
+            except results.ResultError as exc:
+                problems.append(f"invalid: {exc}")
+                continue
+            cell_id = data["cell"]["id"]
+            if cell_id in where:
+                problems.append(f"duplicate: {cell_id} is in both {where[cell_id]} and {folder}")
+                continue
+            where[cell_id] = folder
+            if cell_id not in wanted:
+                problems.append(f"unexpected: {path}: {cell_id} is not among the cells expected "
+                                "(the plan's, or those --tag/--cell chose)")
+                continue
+            found[cell_id] = data
+    for cell_id in expected:
+        if cell_id not in where:
+            problems.append(f"missing: {cell_id} is planned but in no folder")
+    return found, problems
+
+
+def merge(folders: Sequence[Path], into: Path, expected: Sequence[str]) -> dict[str, int]:
+    """Copy every validated result into ``into``; count files per outcome.
+
+    Raises `MergeRefused`, having written nothing, when any file or cell is wrong. Returns
+    ``{"written": n, "unchanged": n}`` plus, per cell state other than ok, how many cells
+    have it.
+    """
+    found, problems = merge_problems(folders, expected)
+    if problems:
+        raise MergeRefused(problems)
+    counts = {"written": 0, "unchanged": 0}
+    for cell_id in sorted(found):
+        target = into / f"{cell_id}.json"
+        text = results.dumps(found[cell_id])  # the store's own format: reviewable diffs
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            counts["unchanged"] += 1
+        else:
+            results.write_text_atomic(target, text)
+            counts["written"] += 1
+        state = found[cell_id]["state"]
+        if state != "ok":
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------------------- command
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bgmatrix import sweep  # imported here: merge and matrix need no cell runner
+
+    cells = cells_for_shard(sessions.load_cells(Path(args.plan)), args.k, args.n)
+    if not cells:
+        raise ShardError(f"shard {args.k} of {args.n} has no cells")
+    summary = sweep.sweep(cells, Path(args.out), jobs=args.jobs, force=args.force)
+    print(f"shard {args.k}/{args.n}: {len(cells)} cells into {args.out}: {len(summary.done)} run,"
+          f" {summary.skipped} current, {len(summary.busy)} busy, {len(summary.failed)} "
+          "without verdicts: "
+          + (", ".join(f"{k} ({v})" for k, v in sorted(summary.failed.items())) or "none"))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    planned = sessions.load_cells(Path(args.plan))
+    # Empty values count as absent, so a workflow can pass its optional inputs unconditionally.
+    cell_ids, tags = [c for c in args.cell if c], [t for t in args.tag if t]
+    chosen = select(planned, cell_ids, tags, everything=not (cell_ids or tags))
+    into = Path(args.into)
+    try:
+        counts = merge([Path(f) for f in args.folders], into, [c["id"] for c in chosen])
+    except MergeRefused as refused:
+        for line in refused.problems:
+            print(f"bgmatrix merge: {line}", file=sys.stderr)
+        print(f"bgmatrix merge: refused ({len(refused.problems)} problem(s)); nothing written "
+              f"to {into}", file=sys.stderr)
+        return USAGE_ERROR
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())
+                       if state not in ("written", "unchanged"))
+    print(f"merged {len(chosen)} cells from {len(args.folders)} folder(s) into {into}: "
+          f"{counts['written']} written, {counts['unchanged']} unchanged"
+          + (f"; without verdicts: {states}" if states else ""))
+    if counts.get("no-interpreter"):
+        # Not refused (a laptop may lack an old CPython), but on CI every interpreter a shard
+        # needs is installed: this means a broken runner, whose results replace measured ones.
+        print(f"bgmatrix merge: warning: {counts['no-interpreter']} cell(s) found no "
+              "interpreter", file=sys.stderr)
+    print(f"snapshot {snapshot.snapshot_id(into)}")
+    return 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.listing == "-" else Path(args.listing).read_text("utf-8")
+    try:
+        listing = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{args.listing}: not the JSON of `nox -l --json` ({exc})") from None
+    if not isinstance(listing, list):
+        raise ShardError(f"{args.listing}: not the JSON list of `nox -l --json`")
+    jobs = actions_matrix(listing)
+    print(json.dumps(jobs, separators=(",", ":")))
+    print(f"{len(jobs)} shard job(s), {sum(j['count'] for j in jobs)} cells", file=sys.stderr)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bgmatrix.shards", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plan", default=str(sessions.PLAN_PATH), help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run shard K of N into a folder of its own")
+    run.add_argument("k", type=int, metavar="K")
+    run.add_argument("n", type=int, metavar="N")
+    run.add_argument("--out", required=True, help="folder for this shard's result files")
+    run.add_argument("-j", "--jobs", type=int, default=2)
+    run.add_argument("--force", action="store_true", help="re-run cells that are current")
+    run.set_defaults(func=cmd_run)
+    merge_p = sub.add_parser("merge", help="check shard folders and copy them into results/")
+    merge_p.add_argument("folders", nargs="+", metavar="DIR")
+    merge_p.add_argument("--into", required=True, help="the results folder to publish into")
+    merge_p.add_argument("-t", "--tag", action="append", default=[],
+                         help="only cells with this tag were run (as `run --tag`)")
+    merge_p.add_argument("--cell", action="append", default=[],
+                         help="only this cell was run (repeatable)")
+    merge_p.set_defaults(func=cmd_merge)
+    matrix = sub.add_parser("matrix", help="group `nox -l --json` into shard jobs (JSON)")
+    matrix.add_argument("listing", nargs="?", default="-", help="its output (default: stdin)")
+    matrix.set_defaults(func=cmd_matrix)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ShardError, UsageError, sessions.PlanFileError, results.ResultError, OSError) as exc:
+        print(f"bgmatrix shards: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
