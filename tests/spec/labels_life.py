@@ -101,6 +101,17 @@ def reuse_label(effects, current, earlier, own, warnings):
     return "isolated"
 
 
+def collection_label(before, after):
+    """ISO-2: a user's task list before and after a request, compared by element identity.
+
+    ``unchanged``: the same tasks; ``grown``: more tasks than before; ``changed``: as many or
+    fewer, but not the same ones.
+    """
+    if len(before) == len(after) and all(a is b for a, b in zip(before, after)):
+        return "unchanged"
+    return "grown" if len(after) > len(before) else "changed"
+
+
 def combine(labels):
     """One label when every part agreed, else each part's label, numbered from 1."""
     if len(set(labels)) == 1:

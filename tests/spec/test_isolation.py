@@ -1,14 +1,14 @@
-"""Isolation: no state across requests, no mutation of user-supplied objects (ISO-1, ISO-3).
+"""Isolation: no state across requests, no mutation of user-supplied objects (ISO-1 to ISO-3).
 
 spec/isolation.md; the same observations grade RES-4 and RES-5 of spec/resolution.md.  ISO-1
 returns one Response object, created once outside the endpoint, over three requests, each
 adding a task named after its request number, so that a task of request *n* seen during request
-*n + 1* is identified by name.  ISO-3 snapshots the user's objects just before the endpoint
-returns them and compares them after the request.  (ISO-2 and COLLECT-3 live with the
-collection tests.)
+*n + 1* is identified by name.  ISO-2 does the same with a module-level BackgroundTasks as the
+Response's background.  ISO-3 snapshots the user's objects just before the endpoint returns
+them and compares them after the request.
 """
 import pytest
-from labels_life import changed_attributes, combine, reuse_label
+from labels_life import changed_attributes, collection_label, combine, reuse_label
 
 fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
 from fastapi import BackgroundTasks, FastAPI  # noqa: E402
@@ -59,25 +59,63 @@ def test_reused_response_runs_only_current_tasks(record, harness, own_background
                    "no request runs an earlier request's task or a task twice")
 
 
-def snapshot(response, background):
+@pytest.mark.clause("ISO-2", "RES-4")
+def test_reused_background_tasks_is_not_extended(record, harness):
+    # Created once, like a module-level object: it outlives every request below.
+    module_level = StarletteTasks()
+    module_level.add_task(harness.sync_task("module-level"))
+    original = list(module_level.tasks)
+    served = []
+
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(tasks: BackgroundTasks):
+        served.append(len(served) + 1)
+        tasks.add_task(harness.sync_task("request-%d" % served[-1]))
+        return PlainTextResponse("x", background=module_level)
+
+    collection, runs, evidence = [], [], []
+    for n in range(1, REQUESTS + 1):
+        ex = harness.request(app)
+        after = list(module_level.tasks)
+        collection.append(collection_label(original, after))
+        runs.append(reuse_label(ex.effects, "request-%d" % n,
+                                ["request-%d" % earlier for earlier in range(1, n)],
+                                ["module-level"], ex.warnings))
+        evidence.append({
+            "exchange": ex,
+            "length_after": len(after),
+            "original_tasks_kept": [any(t is o for t in after) for o in original],
+        })
+    if served != list(range(1, REQUESTS + 1)):
+        raise AssertionError("the endpoint saw requests %r" % served)
+    record.observe("requests", evidence)
+    record.observe("runs_per_request", runs)
+    label = combine(collection)
+    record.verdict("ISO-2", all(lb == "unchanged" for lb in collection), label,
+                   "unchanged after every request: the same single task")
+    # RES-4 reads both: the collection must not grow, and no request may replay another's.
+    worst = [c if c != "unchanged" else r for c, r in zip(collection, runs)]
+    record.verdict("RES-4", not any(lb in CARRYING for lb in worst), combine(worst),
+                   "no growth, no request runs an earlier request's task or a task twice")
+
+
+def snapshot(response, background, created):
     """The attributes ISO-3 compares, as values to compare by identity (lists by element).
 
-    ``background`` is the object the endpoint gave the response, kept by the caller, so its
-    own state is compared even if the response's attribute now points elsewhere.
+    ``background`` is the object the endpoint gave the response and ``created`` the
+    BackgroundTask objects the app made, all kept by the caller: their own state is compared
+    even if the response now points elsewhere or the list was reordered.
     """
     snap = {"response.background": response.background}
-    if background is None:
-        return snap
     tasks = getattr(background, "tasks", None)
-    if tasks is None:  # a single BackgroundTask
-        items = [("background", background)]
-    else:  # a BackgroundTasks: the list object, its elements, and each element's call
+    if tasks is not None:  # a BackgroundTasks: the list object and its elements
         snap["background.tasks"] = [tasks]  # the list object itself, by identity
         snap["background.tasks[]"] = list(tasks)
-        items = [("background.tasks[%d]" % i, task) for i, task in enumerate(tasks)]
-    for prefix, task in items:
+    for i, task in enumerate(created):
         for attr in ("func", "args", "kwargs"):
-            snap["%s.%s" % (prefix, attr)] = getattr(task, attr, None)
+            snap["task%d.%s" % (i + 1, attr)] = getattr(task, attr, None)
     return snap
 
 
@@ -110,9 +148,10 @@ def test_user_objects_are_not_mutated(record, harness, kind):
             if add_injected:
                 tasks.add_task(harness.sync_task("injected"))
             background = user_background(kind, harness)
+            created = list(getattr(background, "tasks", [background] if background else []))
             response = PlainTextResponse("x", background=background)
-            kept.update(response=response, background=background,
-                        before=snapshot(response, background))
+            kept.update(response=response, background=background, created=created,
+                        before=snapshot(response, background, created))
             return response
 
         return app
@@ -124,7 +163,7 @@ def test_user_objects_are_not_mutated(record, harness, kind):
         if "response" not in kept:
             raise AssertionError("the endpoint did not run")
         changed = changed_attributes(
-            kept["before"], snapshot(kept["response"], kept["background"]))
+            kept["before"], snapshot(kept["response"], kept["background"], kept["created"]))
         evidence[case] = {"exchange": ex, "changed": changed}
         labels.append("%s:%s" % (case, mutation_label(changed)))
     record.observe("cases", evidence)

@@ -168,7 +168,10 @@ def test_every_attach_site_behaves_the_same(record, harness, tmp_path):
         record.not_applicable("release has no attach site besides the request handler")
         return
 
+    calls = []  # whether the dependency ran for the current request, kept as evidence
+
     def dep(tasks: BackgroundTasks):
+        calls.append("dep")
         tasks.add_task(harness.sync_task("dep"))
 
     # An app-level dependency reaches every site alike, app.frontend() groups included.
@@ -213,9 +216,15 @@ def test_every_attach_site_behaves_the_same(record, harness, tmp_path):
     expected = {"dependency-only": ["dep"], "ordinary": ["dep", "endpoint"],
                 "identity": ["dep", "endpoint"]}
     labels, evidence = {}, {}
-    for case, site, path, headers in requests:
+
+    def send(case, site, path, headers=()):
+        del calls[:]
         ex = harness.request(app, path=path, headers=headers)
-        evidence["%s@%s" % (case, site)] = ex
+        evidence["%s@%s" % (case, site)] = {"exchange": ex, "dependency_called": bool(calls)}
+        return ex
+
+    for case, site, path, headers in requests:
+        ex = send(case, site, path, headers)
         labels.setdefault(case, {})[site] = runs_label(ex.effects, expected[case], ex.warnings)
     for site, _, _ in streams:
         # A stream's response is FastAPI's own object, whose background *is* the injected
@@ -223,10 +232,10 @@ def test_every_attach_site_behaves_the_same(record, harness, tmp_path):
         labels["identity"][site] = labels["ordinary"][site]
     # No site but the handler lets a Response with its own background arise (a stream's and
     # a frontend file's response are built by FastAPI): the conflict is recorded, not compared.
-    ex = evidence["conflict@handler"] = harness.request(app, path="/handler/conflict")
-    conflict = conflict_label(ex.effects, ["dep", "endpoint"], ["own"], ex.warnings)
+    ex = send("conflict", "handler", "/handler/conflict")
+    at_handler = conflict_label(ex.effects, ["dep", "endpoint"], ["own"], ex.warnings)
     record.observe("requests", evidence)
-    record.observe("labels", {"cases": labels, "conflict@handler": conflict})
+    record.observe("labels", {"cases": labels, "conflict@handler": at_handler})
 
     differing = [
         "%s@%s=%s" % (case, site, label)
