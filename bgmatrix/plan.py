@@ -53,6 +53,7 @@ HEADLINE_FASTAPI = (
     "0.10.0",  # first release that injects BackgroundTasks
     "0.22.0",  # last release pinning starlette==0.11.1 (<0.12): ASGI 2 only
     "0.41.0",  # first release requiring starlette>=0.12 (==0.12.9): ASGI 3 only
+    "0.42.0",  # first with yield dependencies (measured: LIFE-1 stops being n/a)
     "0.99.1",  # last release on pydantic v1 only
     "0.100.0",  # first release accepting pydantic v2
     "0.105.0",  # last release where yield-dependency teardown runs after background tasks
@@ -60,6 +61,8 @@ HEADLINE_FASTAPI = (
     "0.117.1",  # last release of the teardown-before behaviour
     "0.118.0",  # teardown moves back after the response (and its background tasks)
     "0.121.0",  # first with Depends(scope=...) (checked in the wheel's fastapi/params.py)
+    "0.134.0",  # first building streaming responses for generator endpoints (ATTACH-11)
+    "0.138.0",  # first with app.frontend(); its dependencies are not even called (ATTACH-13)
     "0.141.1",  # last release before the opentelemetry-api dependency
     "0.142.0",  # first release depending on opentelemetry-api
     NEWEST,
@@ -71,6 +74,7 @@ HEADLINE_STARLETTE = (
     "0.11.4",  # last before 0.12: last ASGI 2 release
     "0.12.0",  # first ASGI 3 release
     "0.15.0",  # first depending on anyio (background tasks run through anyio)
+    "0.17.0",  # BaseHTTPMiddleware swallows task exceptions (measured, MW-3)
     "0.21.0",  # TestClient moves from requests to httpx
     "0.37.2",  # first whose TestClient works with httpx 0.28; FastAPI's floor for a year
     "0.52.1",  # newest 0.x release
@@ -79,16 +83,19 @@ HEADLINE_STARLETTE = (
 )
 
 #: Behaviour eras of FastAPI as (tag, first FastAPI version), oldest first. A FastAPI cell gets
-#: the tag of the last era whose first version is <= its FastAPI version. Boundaries are
-#: provisional until the measurements confirm them.
+#: the tag of the last era whose first version is <= its FastAPI version. The boundaries are
+#: measured (LIFE-1, ATTACH-11/13, RES-8 in the full sweep), not read from changelogs.
 ERAS = (
     ("era-asgi2", "0.10.0"),
     # 0.23.0-0.40.x allow both starlette 0.11 and 0.12, so their cells straddle ASGI 2/3;
     # this era starts where every allowed Starlette is ASGI 3.
     ("era-asgi3", "0.41.0"),
-    ("era-teardown-before", "0.106.0"),
-    ("era-teardown-after", "0.118.0"),
-    ("era-telemetry", "0.142.0"),
+    ("era-yield-deps", "0.42.0"),  # yield dependencies appear; teardown after the tasks
+    ("era-teardown-before", "0.106.0"),  # LIFE-1: teardown before the response is sent
+    ("era-teardown-after", "0.118.0"),  # LIFE-1: teardown after the tasks again
+    ("era-streaming", "0.134.0"),  # generator endpoints: FastAPI builds streaming responses
+    ("era-frontend", "0.138.0"),  # app.frontend() groups; their tasks lost until 0.141.1
+    ("era-telemetry", "0.142.0"),  # per-task telemetry spans
 )
 
 _CELL_KEYS = {
