@@ -124,10 +124,11 @@ def aggregate(
         graded = by_clause.get(clause.id)
         if not graded:
             if kind == "starlette" and clause.level == "FastAPI":
-                reason = "FastAPI-level clause; this cell runs pure Starlette apps"
-            else:
-                reason = "no test of this clause ran in this cell"
-            out[clause.id] = {"verdict": "n/a", "label": "n/a", "reason": reason, "tests": []}
+                out[clause.id] = {"verdict": "n/a", "label": "n/a", "tests": [],
+                                  "reason": "FastAPI-level clause; this cell runs pure Starlette"}
+            else:  # a test that should have run did not: never a quiet n/a
+                out[clause.id] = {"verdict": "harness-error", "label": "-", "tests": [],
+                                  "reason": "no test of this clause ran in this cell"}
             continue
         tests = sorted({t for t, _, _ in graded})
         outcomes = {o for _, _, o in graded}

@@ -4,9 +4,10 @@ spec/attachment.md.  Each test builds a small FastAPI app whose tasks record eff
 harness log, drives one request over raw ASGI and grades the clauses it names.
 """
 import pytest
+from kind import require_fastapi
 from oracle import conflict_label, qualifying_warnings, runs_label
 
-fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, Depends, FastAPI  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402
 from starlette.background import BackgroundTasks as StarletteTasks  # noqa: E402

@@ -8,6 +8,7 @@ import importlib
 import inspect
 
 import pytest
+from kind import require_fastapi
 from labels_attach import (
     effects_after_body,
     failed_request_label,
@@ -19,7 +20,7 @@ from labels_attach import (
     websocket_label,
 )
 
-fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException  # noqa: E402
 from fastapi import routing as fastapi_routing  # noqa: E402
 from fastapi.dependencies import models  # noqa: E402

@@ -4,9 +4,10 @@ spec/collection.md.  Each test builds a small FastAPI app whose callables keep t
 were given and add tasks that record effects into the harness log.
 """
 import pytest
+from kind import require_fastapi
 from labels_attach import freshness_label, order_label, shared_label
 
-fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, Depends, FastAPI  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 

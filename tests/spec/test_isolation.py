@@ -8,9 +8,10 @@ Response's background.  ISO-3 snapshots the user's objects just before the endpo
 them and compares them after the request.
 """
 import pytest
+from kind import require_fastapi
 from labels_life import changed_attributes, collection_label, combine, reuse_label
 
-fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, FastAPI  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402
 from starlette.background import BackgroundTasks as StarletteTasks  # noqa: E402

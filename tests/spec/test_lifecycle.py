@@ -13,6 +13,7 @@ import asyncio
 import inspect
 
 import pytest
+from kind import require_fastapi
 from labels_life import (
     function_scope_label,
     resource_label,
@@ -21,7 +22,7 @@ from labels_life import (
     teardown_task_label,
 )
 
-fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException  # noqa: E402
 
 YIELDED = "yielded-value"  # what the teardown dependencies yield, to see that yield was honoured

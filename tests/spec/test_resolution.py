@@ -9,10 +9,11 @@ telemetry) is found by capability; a release without it grades the clause n/a.
 import inspect
 
 import pytest
+from kind import require_fastapi
 from labels_life import false_warning_label, span_label
 from oracle import conflict_label, runs_label
 
-fastapi = pytest.importorskip("fastapi")  # FastAPI-level; Starlette cells deselect this file
+fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, Depends, FastAPI  # noqa: E402
 from fastapi import routing as fastapi_routing  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402

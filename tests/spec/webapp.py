@@ -13,24 +13,17 @@ the exception probe) adapt to the interface of the Starlette they run with.
 
 Python 3.8 compatible; no third-party imports besides the framework.
 """
+import importlib
 import inspect
 import os
 
 import starlette
+from kind import starlette_only
 from starlette.applications import Starlette
 
-
-def _import_fastapi():
-    if os.environ.get("BGMATRIX_KIND") == "starlette":
-        return None
-    try:
-        import fastapi
-    except ImportError:
-        return None
-    return fastapi
-
-
-fastapi = _import_fastapi()
+# Outside Starlette-only cells FastAPI must import; an ImportError is the release's
+# import-error, never a silent fallback to pure Starlette apps.
+fastapi = None if starlette_only() else importlib.import_module("fastapi")
 
 #: Which framework built the apps of this run; every test keeps it as an observation.
 FRAMEWORK = {
