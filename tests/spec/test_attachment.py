@@ -14,7 +14,9 @@ from starlette.background import BackgroundTasks as StarletteTasks  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 
 MERGE_LABELS = ("merge", "merge-reordered", "warn+merge", "warn+merge-reordered")
-NOT_SILENT = MERGE_LABELS + ("warn", "warn+replace", "warn+partial")
+NOT_SILENT = MERGE_LABELS + ("warn", "warn+replace", "warn+partial", "warn+lost-all")
+#: Each task ran exactly once, in order; a needless warning is RES-3's concern, not these clauses'.
+RAN_ONCE = ("ran", "false-warning")
 
 
 def grade_conflict(record, clause, exchange, injected, own):
@@ -39,7 +41,7 @@ def test_returned_data_runs_injected_tasks(record, harness):
 
     ex = record.observe("request", harness.request(app))
     label = runs_label(ex.effects, ["injected"], ex.warnings)
-    record.verdict("ATTACH-1", label == "ran", label, "ran")
+    record.verdict("ATTACH-1", label in RAN_ONCE, label, "ran")
 
 
 @pytest.mark.clause("ATTACH-2")
@@ -53,7 +55,7 @@ def test_response_without_background_runs_injected_tasks(record, harness):
 
     ex = record.observe("request", harness.request(app))
     label = runs_label(ex.effects, ["injected"], ex.warnings)
-    record.verdict("ATTACH-2", label == "ran", label, "ran")
+    record.verdict("ATTACH-2", label in RAN_ONCE, label, "ran")
 
 
 @pytest.mark.clause("ATTACH-3", "RES-1")
@@ -99,7 +101,7 @@ def test_explicit_background_none_runs_injected_tasks(record, harness):
 
     ex = record.observe("request", harness.request(app))
     label = runs_label(ex.effects, ["injected"], ex.warnings)
-    record.verdict("ATTACH-5", label == "ran", label, "ran")
+    record.verdict("ATTACH-5", label in RAN_ONCE, label, "ran")
 
 
 @pytest.mark.clause("ATTACH-6", "RES-2")
@@ -115,9 +117,11 @@ def test_identity_runs_each_task_once(record, harness):
 
     ex = record.observe("request", harness.request(app))
     label = runs_label(ex.effects, ["a", "b"], ex.warnings)
-    record.verdict("ATTACH-6", label == "ran", label, "ran: each task exactly once, no warning")
-    record.verdict("RES-2", label not in ("duplicate", "partial", "none-ran"), label,
-                   "each task exactly once")
+    record.verdict("ATTACH-6", label in RAN_ONCE, label, "ran: each task exactly once")
+    # RES-2 forgives a task that did not run only when a qualifying warning reported it.
+    warned = bool(qualifying_warnings(ex.warnings))
+    record.verdict("RES-2", label in RAN_ONCE or (warned and label != "duplicate"), label,
+                   "each task exactly once, unless a warning reports it did not run")
 
 
 @pytest.mark.clause("ATTACH-7", "RES-3")
