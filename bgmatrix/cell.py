@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -37,8 +38,17 @@ INSTALL_TIMEOUT = 600  # seconds; a cold cache on a slow link can need minutes
 #: Seconds for the whole suite (each scenario has its own 10 s budget); the fault tests
 #: shorten it through the environment.
 SUITE_TIMEOUT = int(os.environ.get("BGMATRIX_SUITE_TIMEOUT", "300"))
+PROBE_TIMEOUT = 120  # seconds to import the framework alone
+
 _MESSAGE_LIMIT = 3000  # characters of tool output kept in a result: the tail says why
 _URL = re.compile(r"https?://\S+")
+#: What uv says when it could not connect at all (no network, a dead proxy, no DNS), as
+#: opposed to an index that answered "no such version".
+_UNREACHABLE = re.compile(
+    r"error sending request|tcp connect error|connection refused|dns error|"
+    r"failed to lookup address|network is unreachable|tunnel error|connection reset",
+    re.IGNORECASE,
+)
 
 
 class CellError(Exception):
@@ -71,12 +81,24 @@ def _uv() -> str:
     return uv
 
 
+class Interrupted(Exception):
+    """A child process was stopped by Ctrl-C: the cell has no result, not a failed one."""
+
+
+#: Exit codes of a child that Ctrl-C stopped: killed by SIGINT, the shell's 130, and
+#: pytest's "interrupted" (2, checked together with its KeyboardInterrupt line).
+_SIGINT_CODES = (-signal.SIGINT, 128 + signal.SIGINT)
+
+
 def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
     """Run ``cmd``; return its exit code and its combined output.  Raises on timeout."""
     proc = subprocess.run(
         cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env
     )
-    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+    out = (proc.stdout or "") + (proc.stderr or "")
+    if proc.returncode in _SIGINT_CODES or (proc.returncode == 2 and "KeyboardInterrupt" in out):
+        raise Interrupted(" ".join(cmd[:3]))
+    return proc.returncode, out
 
 
 def tail(text: str) -> str:
@@ -137,7 +159,8 @@ def build_env(cell: dict, env_dir: Path, install: list[str] | None = None) -> Pa
     except subprocess.TimeoutExpired:
         raise CellError("install-error", f"install did not finish in {INSTALL_TIMEOUT}s") from None
     if rc:
-        raise CellError("install-error", tail(out))
+        unreachable = "package index unreachable: " if _UNREACHABLE.search(out) else ""
+        raise CellError("install-error", unreachable + tail(out))
     link_suite_tools(python, suite_tools(exe))
     return python
 
@@ -193,8 +216,14 @@ _PROBE = (
 def probe(python: Path, cell: dict) -> dict:
     """Import the framework alone, to tell an import-error from a broken suite run."""
     mods = ["starlette"] + (["fastapi"] if cell["kind"] != "starlette" else [])
-    proc = subprocess.run([str(python), "-c", _PROBE, *mods], capture_output=True, text=True,
-                          errors="replace", timeout=120)
+    try:
+        proc = subprocess.run([str(python), "-c", _PROBE, *mods], capture_output=True,
+                              text=True, errors="replace", timeout=PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise CellError("timeout", f"importing {' and '.join(mods)} did not finish in "
+                        f"{PROBE_TIMEOUT}s") from None
+    if proc.returncode in _SIGINT_CODES:
+        raise Interrupted("import probe")
     if proc.returncode:
         raise CellError("import-error", tail(proc.stderr + proc.stdout))
     # Old releases print deprecation notices on import; the probe's answer is the last line.

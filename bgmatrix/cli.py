@@ -60,7 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = sweep.sweep(cells, folder, jobs=args.jobs, force=args.force)
     if len(cells) <= 3:
         for cell in cells:
-            print(describe(results.load(folder / f"{cell['id']}.json")))
+            if cell["id"] in summary.busy:
+                print(f"{cell['id']}: being run by another sweep")
+            else:
+                print(describe(results.load(folder / f"{cell['id']}.json")))
     print(f"{len(summary.done)} run, {summary.skipped} current, {len(summary.busy)} busy, "
           f"{len(summary.failed)} without verdicts: "
           + (", ".join(f"{k} ({v})" for k, v in sorted(summary.failed.items())) or "none"))
@@ -116,6 +119,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:  # the planner owns its options (--out ...)
+        from bgmatrix import plan
+
+        return plan.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.func(args)

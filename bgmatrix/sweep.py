@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ def sweep(
     force: bool = False,
     out: TextIO = sys.stderr,
 ) -> Summary:
+    _stopping.clear()
     summary = Summary(total=len(cells))
     todo = []
     for cell in cells:
@@ -110,10 +112,13 @@ def sweep(
                         summary.busy.append(cell["id"])
                     elif state == CURRENT:
                         summary.skipped += 1
+                    elif state == INTERRUPTED:
+                        raise KeyboardInterrupt
                     else:
                         summary.done[cell["id"]] = state
                     _progress(out, summary, len(todo), cell["id"], state, started)
         except KeyboardInterrupt:
+            _stopping.set()
             summary.interrupted = True
             queue.clear()
             for fut in pending:
@@ -124,7 +129,10 @@ def sweep(
     return summary
 
 
-BUSY, CURRENT = "busy", "current"
+BUSY, CURRENT, INTERRUPTED = "busy", "current", "interrupted"
+
+#: Set on Ctrl-C: a cell whose run was cut short must not be written as if it had failed.
+_stopping = threading.Event()
 
 
 def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
@@ -135,7 +143,12 @@ def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
         # Another sweep may have finished it between our first look and the lock.
         if not force and is_current(_existing(results_dir / f"{cell['id']}.json"), cell):
             return CURRENT
-        result = cells_mod.run_cell(cell)
+        try:
+            result = cells_mod.run_cell(cell)
+        except cells_mod.Interrupted:
+            return INTERRUPTED
+        if _stopping.is_set():
+            return INTERRUPTED  # its child processes got the Ctrl-C too: not a finding
         results.write(results_dir / f"{cell['id']}.json", result)
         return result["state"]
     finally:
