@@ -1,0 +1,225 @@
+"""``python -m bgmatrix.report``: spec/ and results/ become Markdown pages, exports, and a site.
+
+    python -m bgmatrix.report [--results DIR] [--out site/generated] [--site-dir site/_build]
+                              [--previous DIR] [--revalidate] [--no-build]
+
+1. Every result file is validated first; any invalid one stops the report (exit 2) with one
+   line per file naming it and the problem, before anything is written. (Files whose exact
+   bytes passed before are remembered under .bgmatrix/report/; ``--revalidate`` ignores that.)
+2. The hand-written pages (site/docs/) and the generated ones go to a fresh temporary folder.
+3. ``mkdocs build --strict`` (run in-process, with the config site/mkdocs.yml and that folder
+   as its docs_dir) renders the site into another temporary folder, and the raw results are
+   copied beside it (results/<cell>.json, the permalinks of the cell pages).
+4. Only when all of that succeeded are they swapped in as site/generated/ and site/_build/, so
+   a failed run leaves the previous site as it was: nothing is published half-built.
+
+Changes are computed against the results committed at git HEAD unless ``--previous`` names a
+folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bgmatrix import clauses as spec
+from bgmatrix import report_cells, report_changes, report_export, report_matrix, site_pages
+from bgmatrix import report_model as model
+from bgmatrix.clauses import ROOT
+
+SITE = ROOT / "site"
+CONFIG = SITE / "mkdocs.yml"
+HAND_WRITTEN = SITE / "docs"
+GENERATED = SITE / "generated"
+BUILD = SITE / "_build"
+USAGE_ERROR = 2
+PAGE_LIMIT = 2 * 1024 * 1024  # bytes; a page larger than this is reported
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")  # strict: text that is not clean is a bug here
+
+
+def generate(
+    snapshot: model.Snapshot,
+    out: Path,
+    previous: report_changes.Previous | None,
+) -> int:
+    """Write every page and export into ``out`` (which must not exist); returns page count."""
+    shutil.copytree(HAND_WRITTEN, out)
+    pages = 0
+
+    def page(name: str, text: str) -> None:
+        nonlocal pages
+        write(out / name, text)
+        pages += 1
+
+    page("index.md", site_pages.home(snapshot))
+    data = report_matrix.matrix_data(snapshot)
+    page("matrix.md", site_pages.matrix_page(snapshot, data))
+    page("decision.md", site_pages.decision(snapshot))
+    changes = report_changes.compare(previous, snapshot)
+    page("changes.md", site_pages.changes_page(snapshot, changes))
+
+    export = report_export.matrix_json(snapshot)
+    write(out / "downloads" / "matrix.json", report_export.dumps(export))
+    write(out / "downloads" / "matrix.csv", report_export.matrix_csv(export))
+    sizes = {p.name: p.stat().st_size for p in (out / "downloads").iterdir()}
+    page("downloads.md", site_pages.downloads(snapshot, sizes))
+
+    tests = site_pages.suite_tests()
+    page("clauses/index.md", site_pages.clauses_index(snapshot))
+    for clause in snapshot.clauses:
+        page(f"clauses/{clause.id}.md",
+             site_pages.clause_page(snapshot, clause, tests.get(clause.id, [])))
+    page("cells/index.md", report_cells.cells_index(snapshot))
+    for result in snapshot.cells():
+        page(f"cells/{result['cell']['id']}.md", report_cells.cell_page(snapshot, result))
+    for name in ("index", *spec.CHAPTERS):
+        text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
+        page(f"spec/{name}.md", site_pages.spec_chapter(snapshot, text))
+    for path in sorted(site_pages.SUITE_DIR.glob("test_*.py")):
+        page(f"suite/{path.stem}.md", site_pages.suite_page(path))
+    return pages
+
+
+class _Collect(logging.Handler):
+    """Keeps mkdocs' warnings, so a strict failure can say what it was."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0])
+
+
+def publish_raw_results(snapshot: model.Snapshot, results_dir: Path, site_dir: Path) -> None:
+    """Each raw result, as committed, at results/<cell>.json: the cell page's permalink.
+
+    Copied into the built site directly rather than through docs_dir, which mkdocs would copy
+    a second time: on a full matrix that is a hundred megabytes each way.
+    """
+    raw_dir = site_dir / "results"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for cid in snapshot.results:
+        shutil.copyfile(results_dir / f"{cid}.json", raw_dir / f"{cid}.json")
+
+
+def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
+    """``mkdocs build --strict -f site/mkdocs.yml``, in-process so docs_dir can point at the
+    temporary folder (the CLI cannot override it) and to save an interpreter start."""
+    from mkdocs.commands import build as mkdocs_build
+    from mkdocs.config import load_config
+    from mkdocs.exceptions import MkDocsException
+
+    collect = _Collect()
+    logger = logging.getLogger("mkdocs")
+    logger.addHandler(collect)
+    try:
+        cfg = load_config(str(config), docs_dir=str(docs_dir), site_dir=str(site_dir),
+                          strict=True)
+        cfg.plugins.on_startup(command="build", dirty=False)
+        try:
+            mkdocs_build.build(cfg)
+        finally:
+            cfg.plugins.on_shutdown()
+    except (MkDocsException, SystemExit) as exc:
+        first = collect.messages[0] if collect.messages else str(exc)
+        more = f" (and {len(collect.messages) - 1} more warnings)" if len(collect.messages) > 1 \
+            else ""
+        raise model.ReportError(f"mkdocs build --strict failed: {first}{more}") from None
+    finally:
+        logger.removeHandler(collect)
+
+
+@contextmanager
+def staging(final: Path) -> Iterator[Path]:
+    """A temporary sibling of ``final`` (same file system, so the swap is a rename), removed
+    unless it was published."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp / "new"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(new: Path, final: Path) -> None:
+    """Replace ``final`` by ``new`` with two renames; the old copy is deleted afterwards."""
+    old = new.parent / "old"
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+
+
+def largest_page(site_dir: Path) -> tuple[int, Path | None]:
+    sizes = [(p.stat().st_size, p) for p in site_dir.rglob("*.html")]
+    return max(sizes, default=(0, None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bgmatrix.report",
+        description="Generate the site's pages from spec/ and results/, then build the site.",
+    )
+    parser.add_argument("--results", type=Path, default=model.store.RESULTS_DIR,
+                        help="results folder (default: results/)")
+    parser.add_argument("--out", type=Path, default=GENERATED,
+                        help="where the generated pages go (default: site/generated)")
+    parser.add_argument("--site-dir", type=Path, default=BUILD,
+                        help="where the built site goes (default: site/_build)")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="results folder to compare with (default: results/ at git HEAD)")
+    parser.add_argument("--revalidate", action="store_true",
+                        help="validate every result file, ignoring the record of files that "
+                             "passed before")
+    parser.add_argument("--no-build", action="store_true",
+                        help="generate the pages only, without running mkdocs")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        snapshot = model.load_snapshot(args.results, use_cache=not args.revalidate)
+        if args.previous is not None:
+            if not args.previous.is_dir():
+                raise model.ReportError(f"{args.previous}: --previous is not a folder")
+            previous = report_changes.from_folder(args.previous)
+        else:
+            previous = report_changes.from_git()
+        with staging(args.out) as gen_dir, staging(args.site_dir) as site_dir:
+            pages = generate(snapshot, gen_dir, previous)
+            generated = time.perf_counter()
+            if not args.no_build:
+                build_site(gen_dir, site_dir)
+                publish_raw_results(snapshot, args.results, site_dir)
+            publish(gen_dir, args.out)
+            if not args.no_build:
+                publish(site_dir, args.site_dir)
+    except model.ReportError as exc:
+        for line in str(exc).splitlines():
+            print(f"report: {line}", file=sys.stderr)
+        return USAGE_ERROR
+    done = time.perf_counter()
+    print(f"report: snapshot {snapshot.id}: {len(snapshot.results)} results, {pages} pages "
+          f"generated in {generated - started:.1f} s into {args.out}")
+    if args.no_build:
+        return 0
+    size, path = largest_page(args.site_dir)
+    print(f"report: site built in {done - generated:.1f} s: {args.site_dir / 'index.html'} "
+          f"(largest page {size / 1024:,.0f} KB)")
+    if size > PAGE_LIMIT:
+        print(f"report: warning: {path} is over {PAGE_LIMIT // (1024 * 1024)} MB",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Cell pages: one per result, with every observation, the verdicts and the provenance.
+
+A cell page reads like an h2spec report: for each test, what it checked, what the spec expected
+and what was observed (warnings, the exception that left the application, the ordered ASGI
+event log). Evidence text is cleaned and cut here (``report_markup.clean``) and escaped where
+it lands; the raw result, linked from the page, keeps every character.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bgmatrix import cite
+from bgmatrix import report_model as model
+from bgmatrix.report_markup import clean, esc, html_table, link, pre, tag
+from bgmatrix.report_matrix import verdict_class
+from bgmatrix.site_pages import (
+    NO_RESULTS,
+    SEARCH_EXCLUDED,
+    cell_href,
+    citation_block,
+    clause_href,
+    outcome_html,
+    raw,
+    safe_title,
+    version_text,
+)
+
+EVENT_LIMIT = 300  # events shown per exchange; the raw result has them all
+BODY_LIMIT = 600  # characters of a response body shown
+TEST_LIMIT = 60_000  # characters of one test's evidence shown; keeps a page far below 2 MB
+
+
+def is_exchange(value: object) -> bool:
+    return isinstance(value, dict) and "events" in value and "status" in value
+
+
+# A test's evidence is one text block, h2spec style: what was checked, what was expected, what
+# was observed. One block per test, not a table per event: a full matrix has hundreds of cell
+# pages with dozens of tests each, and every element costs time in Markdown's and mkdocs' HTML
+# parsers.
+
+
+# One encoder for every value shown: json.dumps with options builds a new encoder per call,
+# and indenting falls back to the pure-Python encoder; hundreds of thousands of event fields
+# on a full matrix make both visible.
+_json = json.JSONEncoder(ensure_ascii=False, default=str, separators=(", ", ": ")).encode
+
+
+def _indented(text: str, limit: int) -> list[str]:
+    return ["    " + line for line in clean(text, limit).splitlines() or [""]]
+
+
+def exchange_text(ex: dict) -> list[str]:
+    effects = ", ".join(clean(e, 80) for e in (ex.get("effects") or [])) or "none"
+    out = [f"  status {clean(ex.get('status'), 20)} · tasks that ran, in order: {effects}"]
+    warnings = ex.get("warnings") or []
+    if not warnings:
+        out.append("  warnings: none")
+    for w in warnings[:50]:
+        w = w if isinstance(w, dict) else {"message": w}
+        out.append(f"  warning {clean(w.get('category', '?'), 120)}:")
+        out += _indented(w.get("message", ""), 1000)
+    if len(warnings) > 50:
+        out.append(f"  … {len(warnings) - 50} more warnings in the raw result")
+    if ex.get("app_exception"):
+        out.append("  exception that left the application:")
+        out += _indented(ex["app_exception"], 3000)
+    headers = ex.get("headers") or []
+    if headers:
+        out.append("  headers: " + "; ".join(
+            f"{clean(h[0], 200)}: {clean(h[1], 300)}" if isinstance(h, list) and len(h) > 1
+            else clean(h, 300) for h in headers[:40]))
+    if ex.get("body") not in (None, ""):
+        out.append("  body: " + clean(_json(ex["body"]), BODY_LIMIT))
+    events = ex.get("events") or []
+    out.append(f"  event log ({len(events)} events, in order):")
+    for event in events[:EVENT_LIMIT]:
+        if not isinstance(event, dict):
+            out.append("    " + clean(event, 300))
+            continue
+        detail = " ".join(f"{k}={_json(v)}"
+                          for k, v in event.items() if k not in ("seq", "kind"))
+        out.append(f"    {clean(event.get('seq', ''), 10):>4}  "
+                   f"{clean(event.get('kind', ''), 40):<14} {clean(detail, 400)}")
+    if len(events) > EVENT_LIMIT:
+        out.append(f"    … {len(events) - EVENT_LIMIT} more events in the raw result")
+    rest = {k: v for k, v in ex.items()
+            if k not in ("status", "effects", "warnings", "app_exception", "headers", "body",
+                         "events")}
+    if rest:
+        out.append("  other fields: " + clean(_json(rest), 500))
+    return out
+
+
+def observation_text(key: str, value: object) -> list[str]:
+    out = [f"observed {clean(key, 120)}:"]
+    if is_exchange(value):
+        return out + exchange_text(value)  # type: ignore[arg-type]
+    if isinstance(value, list) and value and all(is_exchange(v) for v in value):
+        for i, ex in enumerate(value[:20]):
+            out += [f" request {i + 1} of {len(value)}:"] + exchange_text(ex)
+        return out
+    data = _json(value)
+    return out + _indented(data, 4000)
+
+
+def evidence_text(test: dict) -> str:
+    out = [f"outcome: {clean(test['outcome'], 40)}"]
+    for cid, v in test["verdicts"].items():
+        v = v if isinstance(v, dict) else {}
+        expected = v.get("expected") or v.get("reason") or ""
+        out.append(f"{clean(cid, 40)}: observed {clean(v.get('label', ''), 300)} "
+                   f"({clean(v.get('verdict', '?'), 20)}); expected: {clean(expected, 300)}")
+    if test["error"]:
+        out.append("error:")
+        out += _indented(test["error"], 4000)
+    for key, value in test["observations"].items():
+        out += observation_text(key, value)
+    return "\n".join(out)
+
+
+def cell_page(snapshot: model.Snapshot, result: dict) -> str:
+    root = "../"
+    cell, prov = result["cell"], result["provenance"]
+    lines = [SEARCH_EXCLUDED + f"# {safe_title(cell)}", ""]
+    clause_id = cite.default_clause(snapshot, result)
+    lines.append(raw(citation_block(cite.cell_markdown(snapshot, clause_id, cell["id"]))))
+    conflict = model.outcome(result, model.CONFLICT_CLAUSE)
+    summary = [
+        f"State: {tag('strong', esc(result['state']))}",
+        f"conflict behaviour ({model.CONFLICT_CLAUSE}): {outcome_html(conflict)}",
+        link(f"{root}results/{cell['id']}.json", "raw result (JSON)"),
+        link(f"{root}matrix.html", "matrix"),
+    ]
+    lines.append(raw(tag("p", " · ".join(summary))))
+    if result["message"]:
+        lines.append(raw(tag("div", "<strong>Message</strong>" + pre(result["message"]))))
+    # Markup is counted here: a full matrix has hundreds of cell pages with dozens of tests
+    # each, and every element passes through the HTML parsers of Markdown and mkdocs. So a
+    # verdict is one coloured cell, and a test is a heading and one text block.
+    lines += ["## Verdicts", ""]
+    test_ids = {t["test"]: i for i, t in enumerate(result["tests"])}
+    rows = []
+    untested: dict[str, list[str]] = {}  # reason -> clauses n/a because no test ran
+    for clause in snapshot.clauses:
+        entry = result["clauses"].get(clause.id)
+        if entry is None:
+            continue
+        if entry["verdict"] == "n/a" and not entry["tests"]:
+            untested.setdefault(entry.get("reason", ""), []).append(clause.id)
+            continue
+        # The first test links to the evidence; the others follow it on the page.
+        first = entry["tests"][0] if entry["tests"] else None
+        tests = ""
+        if first is not None:
+            name = esc(first.split("::")[-1], 120)
+            tests = link(f"#t-{test_ids[first]}", name) if first in test_ids else name
+            if len(entry["tests"]) > 1:
+                tests += f" and {len(entry['tests']) - 1} more"
+        rows.append(_verdict_row(link(clause_href(root, clause.id), esc(clause.id))
+                                 + " " + esc(clause.keyword), entry, tests))
+    for cid in sorted(set(result["clauses"]) - set(snapshot.clause_by_id)):
+        rows.append(_verdict_row(esc(cid) + " (not in this spec)", result["clauses"][cid], ""))
+    for reason, ids in untested.items():
+        names = ", ".join(link(clause_href(root, c), esc(c)) for c in ids)
+        rows.append(_verdict_row(names, {"verdict": "n/a", "label": "n/a", "reason": reason}, ""))
+    if rows:
+        head = "<tr><th>Clause</th><th>Observed (verdict; reason)</th><th>Tests</th></tr>"
+        lines.append(raw(f'<table class="bgm-table bgm-verdicts"><thead>{head}</thead>'
+                         f'<tbody>{"".join(rows)}</tbody></table>'))
+    else:
+        lines.append("No clause verdicts: the suite did not run to completion.\n")
+    lines += ["## Observations", ""]
+    if not result["tests"]:
+        lines.append("No test records.\n")
+    else:
+        # The evidence texts travel as one JSON document that js/evidence.js puts into the
+        # empty blocks (as text, never markup). In a <script> element the HTML parsers of
+        # Markdown and mkdocs skip them in one step; as page text, a full matrix's hundred
+        # megabytes of event logs would cost most of the build's time.
+        # One enclosing element: Markdown handles each top-level element of a raw block on
+        # its own, which costs more than the elements themselves.
+        lines.append(raw(
+            '<div class="bgm-tests">'
+            + "".join(tag("h3", esc(test["test"], 300), id=f"t-{i}", class_="bgm-test-name")
+                      + pre(evidence_text(test), TEST_LIMIT)
+                      for i, test in enumerate(result["tests"]))
+            + "</div>"
+        ))
+    lines += ["## Provenance", ""]
+    facts = [
+        ("Cell", esc(cell["id"])),
+        ("Kind", esc(cell["kind"])),
+        ("Python", esc(prov.get("python") or cell["python"], 60)),
+        ("Interpreter", esc(prov.get("interpreter") or "", 300)),
+        ("FastAPI installed", esc(prov.get("fastapi") or "–", 60)),
+        ("Starlette installed", esc(prov.get("starlette") or "–", 60)),
+        ("Inside FastAPI's declared Starlette range",
+         esc({True: "yes", False: "no", None: "not applicable"}[cell["in_declared_range"]])),
+        ("Resolver cutoff", esc(cell["cutoff"] or "–", 60)),
+        ("Spec version", esc(prov["spec_version"], 40)),
+        ("Suite hash", esc(prov["suite_hash"], 80)),
+        ("Suite tools", esc(", ".join(prov.get("suite_tools") or []), 500)),
+        ("Tools", esc(", ".join(f"{k} {v}" for k, v in sorted(prov["tools"].items())), 800)),
+        ("Platform", esc(prov.get("platform", ""), 200)),
+        ("Started", esc(prov["started"], 60)),
+        ("Finished", esc(prov["finished"], 60)),
+    ]
+    lines.append(raw(html_table(["", ""], [[k, v] for k, v in facts], class_="bgm-table bgm-kv")))
+    packages = prov.get("packages") or {}
+    lines += [f"### Resolved packages ({len(packages)})", ""]
+    freeze = "\n".join(f"{clean(n, 200)}=={clean(v, 100)}" for n, v in sorted(packages.items()))
+    lines.append(raw(pre(freeze, None)) if packages else "None recorded.\n")
+    return "\n".join(lines) + "\n"
+
+
+def _verdict_row(clause_html: str, entry: dict, tests_html: str) -> str:
+    """One row of a cell's verdict table: the behaviour cell is coloured by its verdict."""
+    verdict, label = entry["verdict"], entry["label"]
+    said = esc(verdict) if verdict == "n/a" else f"{esc(label, 300)} ({esc(verdict)})"
+    if entry.get("reason"):
+        said += "; " + esc(entry["reason"], 300)
+    return (f"<tr><td>{clause_html}</td><td class=\"{verdict_class(verdict)}\">{said}</td>"
+            f"<td>{tests_html}</td></tr>")
+
+
+def cells_index(snapshot: model.Snapshot) -> str:
+    lines = [SEARCH_EXCLUDED + "# Cells", "",
+             "Every measured cell: one release pair on one interpreter. "
+             "The raw result is the JSON file the suite wrote.", ""]
+    if not snapshot.results:
+        lines += [f"**{NO_RESULTS}**", ""]
+        return "\n".join(lines) + "\n"
+    rows = [[link(cell_href("../", r["cell"]["id"]), esc(r["cell"]["id"])),
+             esc(r["cell"]["kind"]), version_text(r["cell"]), esc(r["state"]),
+             outcome_html(model.outcome(r, model.CONFLICT_CLAUSE)),
+             link(f"../results/{r['cell']['id']}.json", "JSON")]
+            for r in snapshot.cells()]
+    lines.append(raw(html_table(
+        ["Cell", "Kind", "Versions", "State", f"Conflict ({model.CONFLICT_CLAUSE})", "Raw"], rows)))
+    return "\n".join(lines) + "\n"

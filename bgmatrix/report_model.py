@@ -1,0 +1,421 @@
+"""The results as the site reads them: releases in order, and each clause's behaviour over them.
+
+Pure functions over loaded, validated result dicts: no files are written here. The site pages,
+the exports and the ``cite`` command all ask this module, so a range, a profile or a snapshot id
+means the same thing wherever it is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from bgmatrix import clauses as spec
+from bgmatrix import results as store
+from bgmatrix.clauses import ROOT, Clause
+from bgmatrix.snapshot import snapshot_id_of as snapshot_id
+
+PLAN_PATH = ROOT / "matrix" / "plan.json"
+
+#: The clause whose label is "the conflict behaviour" of a cell (FastAPI #11215 as reported).
+CONFLICT_CLAUSE = "ATTACH-3"
+#: The conflict cases a profile is read from (spec/resolution.md#profiles).
+CONFLICT_CLAUSES = ("ATTACH-3", "ATTACH-4", "ATTACH-8")
+#: Verdicts that are measurements; anything else says why there is none.
+MEASURED = ("conforms", "deviates", "n/a")
+#: Conflict label -> profile (spec/resolution.md#profiles); other labels belong to none.
+PROFILE_OF_LABEL = {
+    "drop": "drop",
+    "warn": "warn",
+    "merge": "merge",
+    "merge-reordered": "merge",
+    "warn+merge": "merge",
+    "warn+merge-reordered": "merge",
+}
+KINDS = ("fastapi", "starlette", "candidate")
+
+#: (verdict or cell state, label). A cell whose suite did not run has ("install-error", "");
+#: a result from an older spec that lacks the clause has ("missing", "").
+Outcome = tuple[str, str]
+
+
+class ReportError(Exception):
+    """The inputs cannot make a site (invalid result files, an unreadable spec or plan)."""
+
+
+@lru_cache(maxsize=None)
+def version_key(version: str | None) -> tuple:
+    """Sort key for release versions; something unparsable sorts last, by its text."""
+    try:
+        return (0, Version(version or ""), "")
+    except InvalidVersion:
+        return (1, Version("0"), version or "")
+
+
+def line_of(version: str | None) -> str:
+    """The release line (major.minor) a version belongs to: ``0.27.1`` -> ``0.27``."""
+    if not version:
+        return "?"
+    parts = version.split(".")
+    return ".".join(parts[:2])
+
+
+def clean_version(version: str) -> str:
+    """A version string fit for plain Markdown: the schema does not constrain its characters."""
+    return re.sub(r"[^0-9A-Za-z.+-]", "?", version)[:40]
+
+
+def outcome(result: dict, clause_id: str) -> Outcome:
+    if result["state"] != "ok":
+        return (result["state"], "")
+    entry = result["clauses"].get(clause_id)
+    if entry is None:
+        return ("missing", "")
+    return (entry["verdict"], entry["label"])
+
+
+def is_measured(out: Outcome) -> bool:
+    return out[0] in MEASURED
+
+
+def conflict_part(label: str) -> str:
+    """The conflict label inside a composite label (``data:ran conflict:drop`` -> ``drop``)."""
+    match = re.search(r"conflict:(\S+)", label)
+    return match.group(1) if match else label
+
+
+def profile(cell_results: Iterable[dict]) -> str:
+    """The conformance profile of one release or candidate, from its conflict cases.
+
+    ``drop``, ``warn`` or ``merge``; ``mixed`` when the cases span profiles; the label itself
+    when a case has a label outside every profile (``duplicate``, ``lost-all``, ...);
+    ``unmeasured`` when no conflict case has a verdict.
+    """
+    labels: set[str] = set()
+    for result in cell_results:
+        for cid in CONFLICT_CLAUSES:
+            verdict, label = outcome(result, cid)
+            if verdict in ("conforms", "deviates"):
+                labels.update(conflict_part(part) for part in label.split("; "))
+    if not labels:
+        return "unmeasured"
+    outside = sorted(label for label in labels if label not in PROFILE_OF_LABEL)
+    if outside:
+        return " / ".join(outside)
+    profiles = {PROFILE_OF_LABEL[label] for label in labels}
+    return profiles.pop() if len(profiles) == 1 else "mixed"
+
+
+def behaviour_class(out: Outcome) -> str:
+    """A fixed CSS class for an outcome, so a hostile label never becomes a class name."""
+    verdict, label = out
+    if verdict == "missing":
+        return "none"
+    if not is_measured(out):
+        return "failed"
+    if verdict == "n/a":
+        return "na"
+    return {
+        "drop": "drop",
+        "warn": "warn",
+        "merge": "merge",
+        "merge-reordered": "merge",
+        "warn+merge": "warnmerge",
+        "warn+merge-reordered": "warnmerge",
+        "duplicate": "duplicate",
+        "warn+duplicate": "duplicate",
+        "lost-all": "lost",
+    }.get(conflict_part(label), "other")
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive measured releases whose cells show the same outcomes for one clause."""
+
+    outcomes: tuple[Outcome, ...]
+    releases: tuple[str, ...]
+    cells: tuple[str, ...]
+    #: how many releases the plan knows between the first and the last, both included
+    span: int
+    #: releases inside the run whose cells measured nothing (listed in ``releases`` too)
+    gaps: tuple[str, ...] = ()
+
+    @property
+    def first(self) -> str:
+        return self.releases[0]
+
+    @property
+    def last(self) -> str:
+        return self.releases[-1]
+
+    @property
+    def measured(self) -> bool:
+        return any(is_measured(o) for o in self.outcomes)
+
+    @property
+    def measured_count(self) -> int:
+        """Releases in the run that were measured (``span`` counts every planned one)."""
+        return len(self.releases) - len(self.gaps) if self.measured else 0
+
+
+@dataclass
+class Timeline:
+    clause_id: str
+    kind: str
+    runs: list[Run]
+    #: releases where the outcome returned to one seen before a different measured outcome
+    flips: list[tuple[str, tuple[Outcome, ...]]] = field(default_factory=list)
+
+    @property
+    def first_change(self) -> tuple[Run, Run] | None:
+        """(before, after) at the first release whose measured outcome differs."""
+        measured = [r for r in self.runs if r.measured]
+        for before, after in zip(measured, measured[1:]):
+            if before.outcomes != after.outcomes:
+                return before, after
+        return None
+
+
+@dataclass
+class Snapshot:
+    """Validated results, the spec's clauses and the plan: everything a page is made from."""
+
+    clauses: tuple[Clause, ...]
+    results: dict[str, dict]
+    plan: dict
+    spec_version: str
+    # Memos: every page asks for the same few timelines; results never change once loaded.
+    _by_release: dict[str, dict[str, list[dict]]] = field(default_factory=dict, repr=False)
+    _timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def clause_by_id(self) -> dict[str, Clause]:
+        return {c.id: c for c in self.clauses}
+
+    @cached_property
+    def id(self) -> str:
+        return snapshot_id(self.results)
+
+    @cached_property
+    def _ordered(self) -> list[dict]:
+        return sorted(self.results.values(), key=cell_sort_key)
+
+    def cells(self, kind: str | None = None) -> list[dict]:
+        """Results of one kind (or all), in release order, then Starlette, then Python."""
+        return [r for r in self._ordered if kind is None or r["cell"]["kind"] == kind]
+
+    @cached_property
+    def planned(self) -> dict[str, list[str]]:
+        """Every release the plan knows, per kind, in version order (measured or not)."""
+        out: dict[str, list[str]] = {}
+        for kind in ("fastapi", "starlette"):
+            versions = {r["version"] for r in self.plan.get(kind, [])}
+            versions |= {r["cell"][kind] for r in self.cells(kind) if r["cell"][kind]}
+            out[kind] = sorted(versions, key=version_key)
+        return out
+
+    @cached_property
+    def uploaded(self) -> dict[tuple[str, str], str]:
+        return {
+            (kind, r["version"]): r.get("uploaded", "")
+            for kind in ("fastapi", "starlette")
+            for r in self.plan.get(kind, [])
+        }
+
+    def by_release(self, kind: str) -> dict[str, list[dict]]:
+        """Measured releases of ``kind`` ("fastapi" or "starlette"), in order, with their cells."""
+        if kind not in self._by_release:
+            out: dict[str, list[dict]] = {}
+            for result in self.cells(kind):
+                out.setdefault(result["cell"][kind] or "?", []).append(result)
+            self._by_release[kind] = out
+        return self._by_release[kind]
+
+    def release_outcomes(self, cells: Sequence[dict], clause_id: str) -> tuple[Outcome, ...]:
+        """The distinct outcomes of one release's cells; cells that measured win over cells
+        whose suite did not run, since a failed install says nothing about the clause."""
+        outs = {outcome(r, clause_id) for r in cells}
+        measured = {o for o in outs if is_measured(o)}
+        return tuple(sorted(measured or outs))
+
+    def timeline(self, clause_id: str, kind: str = "fastapi") -> Timeline:
+        """The clause's behaviour across the measured releases of ``kind``, folded into runs."""
+        if (clause_id, kind) not in self._timelines:
+            self._timelines[clause_id, kind] = self._timeline(clause_id, kind)
+        return self._timelines[clause_id, kind]
+
+    def _timeline(self, clause_id: str, kind: str) -> Timeline:
+        """Releases whose cells measured nothing (an install error, a result older than the
+        clause) do not end a run: they are gaps in the evidence, kept in the run's ``gaps``.
+        Gaps between two different outcomes cannot be placed, so they form a run of their own.
+        """
+        index = {v: i for i, v in enumerate(self.planned.get(kind, []))}
+        groups: list[list[tuple[str, tuple[Outcome, ...], tuple[str, ...]]]] = []
+        pending: list[tuple[str, tuple[Outcome, ...], tuple[str, ...]]] = []
+        for version, cells in self.by_release(kind).items():
+            item = (version, self.release_outcomes(cells, clause_id),
+                    tuple(r["cell"]["id"] for r in cells))
+            if not any(is_measured(o) for o in item[1]):
+                pending.append(item)
+            elif groups and groups[-1][0][1] == item[1] and any(
+                    is_measured(o) for o in groups[-1][0][1]):
+                groups[-1] += pending + [item]
+                pending = []
+            else:
+                groups += _fold_unmeasured(pending) + [[item]]
+                pending = []
+        groups += _fold_unmeasured(pending)
+
+        def run(group: list) -> Run:
+            first, last = group[0][0], group[-1][0]
+            span = index.get(last, 0) - index.get(first, 0) + 1
+            return Run(
+                outcomes=group[0][1],
+                releases=tuple(v for v, _, _ in group),
+                cells=tuple(c for _, _, ids in group for c in ids),
+                span=max(span, len(group)),
+                gaps=tuple(v for v, outs, _ in group if not any(is_measured(o) for o in outs)),
+            )
+
+        runs = [run(g) for g in groups]
+        return Timeline(clause_id, kind, runs, _flips(runs))
+
+    def releases_between(self, kind: str, first: str, last: str) -> list[str]:
+        planned = self.planned.get(kind, [])
+        if first in planned and last in planned:
+            return planned[planned.index(first) : planned.index(last) + 1]
+        return [first] if first == last else [first, last]
+
+
+def _fold_unmeasured(items: list) -> list[list]:
+    """Unplaced releases without a measurement, grouped while their states agree."""
+    groups: list[list] = []
+    for item in items:
+        if groups and groups[-1][-1][1] == item[1]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _flips(runs: list[Run]) -> list[tuple[str, tuple[Outcome, ...]]]:
+    """Releases where a clause went back to an outcome it had before (A -> B -> A).
+
+    Releases whose suite did not run are skipped: an install error between two ``drop`` runs
+    is a gap in the evidence, not a change of behaviour.
+    """
+    seen: list[tuple[Outcome, ...]] = []
+    flips = []
+    for run in runs:
+        if not run.measured:
+            continue
+        if seen and run.outcomes != seen[-1] and run.outcomes in seen:
+            flips.append((run.first, run.outcomes))
+        if not seen or seen[-1] != run.outcomes:
+            seen.append(run.outcomes)
+    return flips
+
+
+def cell_sort_key(result: dict) -> tuple:
+    cell = result["cell"]
+    return (
+        KINDS.index(cell["kind"]),
+        cell["candidate"] or "",
+        version_key(cell["fastapi"]),
+        version_key(cell["starlette"]),
+        version_key(cell["python"]),
+        cell["id"],
+    )
+
+
+def load_plan(path: Path = PLAN_PATH) -> dict:
+    """The committed plan (release dates and lines); a site can be built without one."""
+    if not path.is_file():
+        return {"fastapi": [], "starlette": [], "cells": []}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot be read ({exc})") from None
+
+
+def _validated_cache() -> Path:
+    from bgmatrix.cell import WORK_DIR  # the tools' one work folder (git-ignored)
+
+    return WORK_DIR / "report" / "validated.json"
+
+
+def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict], list[str]]:
+    """``results.load_all``, remembering which exact file contents passed validation.
+
+    Schema validation is most of the cost of reading a full matrix, and a result file rarely
+    changes once committed. A file whose bytes (by SHA-256) passed against the same schema
+    before is parsed without validating again; any other file goes through ``results.load``,
+    so every error reads exactly as it would there.
+    """
+    cache = _validated_cache()
+    schema_key = hashlib.sha256(store.SCHEMA_PATH.read_bytes()).hexdigest()[:16]
+    known: set[str] = set()
+    if use_cache:
+        try:
+            known = set(json.loads(cache.read_text(encoding="utf-8")).get(schema_key, []))
+        except (OSError, ValueError, AttributeError):
+            known = set()
+    found: dict[str, dict] = {}
+    errors: list[str] = []
+    passed: set[str] = set()
+    for path in sorted(folder.glob("*.json")):
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = ""
+        if digest and digest in known:
+            data = json.loads(path.read_bytes())
+            if data["cell"]["id"] == path.stem:
+                found[path.stem] = data
+                passed.add(digest)
+                continue
+        try:
+            found[path.stem] = store.load(path)
+            passed.add(digest)
+        except store.ResultError as exc:
+            errors.append(str(exc))
+    if use_cache and passed - known:
+        try:
+            store.write_text_atomic(cache, json.dumps({schema_key: sorted(known | passed)}))
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return found, errors
+
+
+def load_snapshot(
+    results_dir: Path,
+    plan_path: Path = PLAN_PATH,
+    spec_dir: Path = spec.SPEC_DIR,
+    use_cache: bool = True,
+) -> Snapshot:
+    """Read and validate everything; every invalid result file is one line of the error."""
+    if not results_dir.is_dir():
+        found: dict[str, dict] = {}
+        errors: list[str] = []
+        if results_dir.exists():
+            errors = [f"{results_dir}: not a folder"]
+    else:
+        found, errors = load_results(results_dir, use_cache)
+    if errors:
+        shown = errors[:10]
+        if len(errors) > len(shown):
+            shown.append(f"... and {len(errors) - len(shown)} more invalid result files")
+        raise ReportError("\n".join(shown))
+    try:
+        clauses = spec.load(spec_dir)
+        version = spec.spec_version(spec_dir)
+    except spec.SpecError as exc:
+        raise ReportError(str(exc)) from None
+    return Snapshot(clauses, found, load_plan(plan_path), version)

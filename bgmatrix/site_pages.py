@@ -1,0 +1,692 @@
+"""The site's generated pages, as Markdown text: one function per page (or kind of page).
+Cell pages, which carry the evidence, live in ``report_cells``.
+
+Prose is Markdown, so mkdocs checks its links; tables and evidence are raw HTML blocks, built
+only from ``report_markup`` helpers so every piece of result text passes through ``esc``.
+Pages under a folder (clauses/, cells/, spec/, suite/) link up with ``../``; the site uses
+plain ``.html`` URLs (``use_directory_urls: false``), which raw HTML links can rely on.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgmatrix import cite
+from bgmatrix import report_model as model
+from bgmatrix.clauses import ROOT, Clause
+from bgmatrix.report_changes import ROW_LIMIT, Changes
+from bgmatrix.report_markup import esc, html_table, json_for_script, link, pre, tag
+from bgmatrix.report_matrix import legend_html, verdict_class
+
+SUITE_DIR = ROOT / "tests" / "spec"
+NO_RESULTS = "No results yet: run `nox` (or `python -m bgmatrix run ...`) to measure releases."
+SEARCH_EXCLUDED = "---\nsearch:\n  exclude: true\n---\n\n"
+
+
+@dataclass(frozen=True)
+class Headline:
+    question: str
+    clause: str
+
+
+#: The questions the home page answers first; each answer is read from the clause's timeline.
+HEADLINES = (
+    Headline("Do injected tasks survive a Response with its own background?", "ATTACH-3"),
+    Headline("Do they survive a Response whose background is its own BackgroundTasks?",
+             "ATTACH-4"),
+    Headline("Do tasks added by dependencies survive that conflict?", "ATTACH-8"),
+    Headline("Does the documented workaround (the injected object as the response's "
+             "background) run each task once?", "ATTACH-6"),
+    Headline("Does an explicit background=None behave like no background?", "ATTACH-5"),
+    Headline("Do injected tasks run when the endpoint returns data?", "ATTACH-1"),
+)
+
+#: label -> (short answer, what happened), for the questions above ("do tasks run/survive?").
+ANSWERS = {
+    "drop": ("No", "dropped without a warning"),
+    "warn": ("No", "dropped, with a warning"),
+    "merge": ("Yes", "both sets run, injected tasks first"),
+    "merge-reordered": ("Yes", "both sets run, the response's own background first"),
+    "warn+merge": ("Yes", "both sets run, with a needless warning"),
+    "warn+merge-reordered": ("Yes", "both sets run, own background first, with a warning"),
+    "duplicate": ("No", "a task runs more than once"),
+    "lost-all": ("No", "no task runs at all"),
+    "replace": ("No", "the response's own background is dropped instead"),
+    "partial": ("Partly", "only some of the tasks run"),
+    "ran": ("Yes", "each task runs once"),
+    "none-ran": ("No", "no task runs"),
+    "reordered": ("Yes", "every task runs, out of order"),
+    "false-warning": ("Yes", "every task runs, with a false warning"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def code(label: str) -> str:
+    return tag("code", esc(label, 200))
+
+
+def cell_href(root: str, cell_id: str) -> str:
+    return f"{root}cells/{cell_id}.html"
+
+
+def clause_href(root: str, clause_id: str) -> str:
+    return f"{root}clauses/{clause_id}.html"
+
+
+def version_text(cell: dict) -> str:
+    """Safe HTML naming a cell: ``0.106.0 · st 0.27.0 · py3.8``."""
+    parts = []
+    if cell["kind"] == "candidate":
+        parts.append(esc(cell["candidate"] or cell["id"], 80))
+    if cell["fastapi"]:
+        parts.append(esc(cell["fastapi"], 40))
+    if cell["starlette"]:
+        parts.append(("st " if cell["kind"] != "starlette" else "") + esc(cell["starlette"], 40))
+    parts.append(f"py{cell['python']}")
+    return " · ".join(parts)
+
+
+def safe_title(cell: dict) -> str:
+    """A page title from version-like characters only: mkdocs copies the first heading's text,
+    unescaped, into ``<title>`` and the header, where no escaping of ours survives."""
+    parts = []
+    if cell["kind"] == "candidate":
+        parts.append("Candidate " + model.clean_version(cell["candidate"] or cell["id"]))
+    if cell["fastapi"]:
+        parts.append(f"FastAPI {model.clean_version(cell['fastapi'])}")
+    if cell["starlette"]:
+        parts.append(f"Starlette {model.clean_version(cell['starlette'])}")
+    return " + ".join(parts) + f" on Python {cell['python']}"
+
+
+def outcome_html(out: model.Outcome, short: bool = False) -> str:
+    """A verdict badge with its label; ``short`` cuts long composite labels for grids (the
+    cell page has them whole)."""
+    verdict, label = out
+    if short and len(label) > 40:
+        label = label[:39] + "…"
+    if not model.is_measured(out):
+        text = "not measured" if verdict == "missing" else esc(verdict)
+        return tag("span", text, class_=f"bgm-v {verdict_class(verdict)}")
+    if verdict == "n/a":
+        return tag("span", "n/a", class_="bgm-v v-na")
+    return tag("span", code(label) + " " + esc(verdict), class_=f"bgm-v {verdict_class(verdict)}")
+
+
+def outcomes_html(outs: tuple[model.Outcome, ...]) -> str:
+    return " / ".join(outcome_html(o) for o in outs)
+
+
+def citation_block(markdown: str) -> str:
+    """The copy button and the citation text (shown too, so it works without JavaScript)."""
+    return (
+        '<div class="bgm-cite"><div class="bgm-cite-head"><strong>Cite this</strong> '
+        '<button type="button" class="md-button bgm-copy" data-copy="bgm-cite-text">'
+        "Copy citation (Markdown)</button></div>"
+        + tag("pre", esc(markdown, None), id="bgm-cite-text", class_="bgm-cite-text")
+        + "</div>"
+    )
+
+
+def raw(html: str) -> str:
+    """A raw HTML block: blank lines around it, so Markdown leaves its content alone."""
+    return f"\n\n{html}\n\n"
+
+
+def snapshot_line(snapshot: model.Snapshot) -> str:
+    states = Counter(r["state"] for r in snapshot.results.values())
+    failed = sum(n for s, n in states.items() if s != "ok")
+    return (
+        f"Snapshot `{snapshot.id}` · spec {snapshot.spec_version} · "
+        f"{len(snapshot.results)} cells measured ({failed} without verdicts)"
+    )
+
+
+def run_releases_html(snapshot: model.Snapshot, run: model.Run, root: str, kind: str) -> str:
+    """``0.10.0 – 0.115.0`` with an expandable list of every release's cells."""
+    title = esc(run.first) if run.first == run.last else f"{esc(run.first)} – {esc(run.last)}"
+    count = len(run.releases)
+    note = "" if run.measured_count == run.span else (
+        f", {run.measured_count} of {run.span} measured")
+    if len(run.cells) == 1:
+        return link(cell_href(root, run.cells[0]), title)
+    links = " ".join(
+        link(cell_href(root, cid), version_text(snapshot.results[cid]["cell"]))
+        for cid in run.cells
+    )
+    return tag(
+        "details",
+        tag("summary", f"{title} <small>({plural(count, 'release')}{note})</small>")
+        + tag("div", links, class_="bgm-cells"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Home
+
+
+def answer(snapshot: model.Snapshot, headline: Headline) -> str:
+    """One line: the current answer, where it holds, and what earlier releases did."""
+    clause = snapshot.clause_by_id.get(headline.clause)
+    if clause is None:
+        return f"- **{headline.question}** (clause {headline.clause} is not in the spec)"
+    timeline = snapshot.timeline(clause.id)
+    runs = [r for r in timeline.runs if r.measured]
+    ref = f"[{clause.id}](clauses/{clause.id}.md)"
+    if not runs:
+        return f"- **{headline.question}** Not measured yet. ({ref})"
+
+    def said(run: model.Run) -> str:
+        parts = []
+        for verdict, label in run.outcomes:
+            short, what = ANSWERS.get(label, ANSWERS.get(model.conflict_part(label), ("", "")))
+            if not short:
+                short = {"conforms": "Yes", "deviates": "No"}.get(verdict, "Not applicable")
+                what = f"observed {code(label)}" if verdict != "n/a" else "the release lacks it"
+            parts.append(f"{short} — {what} ({esc(verdict)})")
+        return " / ".join(parts)
+
+    def where(run: model.Run) -> str:
+        if run.first == run.last:
+            return f"in {esc(run.first)}"
+        every = "every release" if run.measured_count == run.span else (
+            f"every measured release ({run.measured_count} of {run.span})")
+        return f"in {every} from {esc(run.first)} to {esc(run.last)}"
+
+    latest = runs[-1]
+    line = f"- **{headline.question}** {said(latest)} {where(latest)}"
+    if len(runs) > 1:
+        earlier = "; ".join(f"{said(r)} {where(r)}" for r in reversed(runs[-4:-1]))
+        more = f" and {plural(len(runs) - 4, 'earlier range')}" if len(runs) > 4 else ""
+        line += f". Earlier: {earlier}{more}"
+    if timeline.flips:
+        line += ". " + tag("strong", "Flips back and forth", class_="bgm-flip") + " (in " + \
+            ", ".join(esc(v) for v, _ in timeline.flips[:5]) + ")"
+    return line + f". ({ref})"
+
+
+def wall(snapshot: model.Snapshot) -> str:
+    """One tile per FastAPI release, coloured by its conflict behaviour (ATTACH-3's label)."""
+    cells = snapshot.by_release("fastapi")
+    tiles = []
+    used: Counter[str] = Counter()
+    for version in snapshot.planned["fastapi"]:
+        members = cells.get(version, [])
+        if not members:
+            cls, title, href = "none", f"FastAPI {version}: not measured yet", None
+        else:
+            outs = snapshot.release_outcomes(members, model.CONFLICT_CLAUSE)
+            classes = {model.behaviour_class(o) for o in outs}
+            cls = classes.pop() if len(classes) == 1 else "mixed"
+            said = " / ".join(f"{lb or v} ({v})" for v, lb in outs)
+            title = f"FastAPI {version}: {said}"
+            href = cell_href("", members[0]["cell"]["id"])
+        used[cls] += 1
+        text = esc(version, 40)
+        attrs = {"class_": f"bgm-tile b-{cls}", "title": title}
+        tiles.append(link(href, text, **attrs) if href else tag("span", text, **attrs))
+    names = {
+        "drop": "drop (lost silently)", "warn": "warn", "merge": "merge",
+        "warnmerge": "warn+merge", "duplicate": "duplicate", "lost": "lost-all",
+        "other": "other label", "mixed": "cells of the release disagree", "na": "n/a",
+        "failed": "suite did not run", "none": "not measured yet",
+    }
+    legend = "".join(
+        tag("li", tag("span", "&#160;", class_=f"bgm-swatch b-{cls}") + f" {name} ({used[cls]})")
+        for cls, name in names.items() if used[cls]
+    )
+    return tag("div", tag("div", "".join(tiles), class_="bgm-wall", id="bgm-wall")
+               + tag("ul", legend, class_="bgm-wall-legend"))
+
+
+def home(snapshot: model.Snapshot) -> str:
+    lines = ["# Background tasks in FastAPI and Starlette", ""]
+    lines.append(
+        "Which FastAPI and Starlette releases drop, warn about or merge background tasks when "
+        "an endpoint returns a `Response` with its own `background` (FastAPI #11215), and the "
+        "evidence for every answer: each release is installed as it shipped and measured "
+        "against the [spec](spec/index.md)."
+    )
+    lines.append("")
+    if not snapshot.results:
+        lines += [f"**{NO_RESULTS}**", ""]
+    else:
+        lines += [snapshot_line(snapshot) + ".", ""]
+    lines += ["## Headline answers", ""]
+    lines += [answer(snapshot, h) for h in HEADLINES]
+    lines += ["", "## Every FastAPI release, by conflict behaviour", ""]
+    lines.append(
+        f"One tile per release, coloured by the label of "
+        f"[{model.CONFLICT_CLAUSE}](clauses/{model.CONFLICT_CLAUSE}.md); a tile links to the "
+        "release's evidence. The [matrix](matrix.md) has every clause; "
+        "[how to read this site](about.md) explains labels and verdicts."
+    )
+    lines.append(raw(wall(snapshot)))
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix
+
+
+def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
+    form = (
+        '<form class="bgm-filters" id="bgm-filters">'
+        '<label>Clauses <input name="clause" list="bgm-clause-list" '
+        'placeholder="e.g. ATTACH-3, RES"></label>'
+        '<label>Behaviour <select name="behaviour"><option value="">any</option></select></label>'
+        '<label>FastAPI from <select name="from"><option value="">first</option></select></label>'
+        '<label>to <select name="to"><option value="">last</option></select></label>'
+        '<label>Starlette line <select name="line"><option value="">any</option></select></label>'
+        '<a href="matrix.html" class="bgm-reset">reset</a> '
+        '<a href="matrix.html" id="bgm-permalink">link to this view</a>'
+        '<datalist id="bgm-clause-list"></datalist></form>'
+    )
+    lines = [
+        "---\nhide:\n  - navigation\n  - toc\n---\n",  # the grid needs the page's width
+        "# Matrix",
+        "",
+        "Clauses across releases. Consecutive releases whose outcomes are identical are folded "
+        "into one range (click a range to expand it); FastAPI releases are grouped by the "
+        "Starlette line they ran with. A cell shows the behaviour code, coloured by the verdict; "
+        "hover for the full label, click a release for its evidence. Filters are kept in the "
+        "address, so a filtered view can be linked: for example "
+        + link("matrix.html#clause=ATTACH-3,ATTACH-4,ATTACH-8", "the conflict clauses")
+        + " or " + link("matrix.html#clause=ATTACH-3&behaviour=drop", "every release that drops")
+        + ".",
+        "",
+    ]
+    if not snapshot.results:
+        lines += [f"**{NO_RESULTS}**", ""]
+    lines.append(raw(form))
+    lines.append(raw(
+        '<div id="bgm-matrix" class="bgm-matrix"><noscript>The matrix is drawn by JavaScript '
+        'from the data embedded in this page. Without it, use the '
+        '<a href="clauses/index.html">clause pages</a> or the '
+        '<a href="downloads.html">CSV and JSON downloads</a>.</noscript></div>'
+    ))
+    lines.append(raw(
+        f'<script type="application/json" id="bgm-matrix-data">{json_for_script(data)}</script>'
+    ))
+    lines += ["## Legend", "", raw(legend_html(data))]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Clauses
+
+
+def suite_tests(suite_dir: Path = SUITE_DIR) -> dict[str, list[tuple[str, str]]]:
+    """clause ID -> [(file name, test function)] from the suite's ``clause`` markers."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted(suite_dir.glob("test_*.py")):
+        for node, ids in _marked(path):
+            for cid in ids:
+                found.setdefault(cid, []).append((path.name, node.name))
+    return found
+
+
+def _marked(path: Path) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, list[str]]]:
+    out = []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        ids = [
+            a.value
+            for deco in node.decorator_list
+            if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
+            and deco.func.attr == "clause"
+            for a in deco.args
+            if isinstance(a, ast.Constant) and isinstance(a.value, str)
+        ]
+        if ids:
+            out.append((node, ids))
+    return out
+
+
+def spec_body(clause: Clause) -> str:
+    """The clause's spec text for its own page: heading dropped, links pointed at spec/."""
+    body = clause.text.split("\n", 1)[1] if "\n" in clause.text else ""
+    body = re.sub(r"\]\(#", f"](../spec/{clause.chapter}.md#", body)
+    body = re.sub(r"\]\(([a-z]+\.md)", r"](../spec/\1", body)
+    return body.replace("*Releases.* Not yet measured.", "").rstrip() + "\n"
+
+
+def releases_summary(snapshot: model.Snapshot, clause: Clause, root: str) -> str:
+    """The spec's "*Releases.*" line, generated from the results."""
+    timeline = snapshot.timeline(clause.id, cite.timeline_kind(snapshot, clause.id))
+    said = cite.ranges_text(snapshot, timeline, code=code)
+    evidence = f"[Timeline and evidence]({root}clauses/{clause.id}.md)"
+    return f"*Releases.* {said[:1].upper()}{said[1:]}. {evidence}."
+
+
+def timeline_table(snapshot: model.Snapshot, timeline: model.Timeline, root: str) -> str:
+    change = timeline.first_change
+    flips = dict(timeline.flips)
+    rows = []
+    for run in timeline.runs:
+        notes = []
+        if change and run is change[1]:
+            notes.append("first change")
+        if run.first in flips:
+            notes.append(tag("strong", "flips back", class_="bgm-flip")
+                         + " to an earlier behaviour")
+        if not run.measured:
+            notes.append("no measurement: a gap in the evidence")
+        elif run.gaps:
+            notes.append(f"no measurement in {', '.join(esc(v) for v in run.gaps[:8])}"
+                         + (" …" if len(run.gaps) > 8 else ""))
+        rows.append([run_releases_html(snapshot, run, root, timeline.kind),
+                     outcomes_html(run.outcomes), "; ".join(notes)])
+    name = "FastAPI" if timeline.kind == "fastapi" else "Starlette"
+    return html_table([f"{name} releases", "Behaviour (verdict)", "Note"], rows)
+
+
+def clause_page(
+    snapshot: model.Snapshot, clause: Clause, tests: list[tuple[str, str]]
+) -> str:
+    root = "../"
+    lines = [f"# {clause.id} — {clause.title}", ""]
+    lines.append(raw(citation_block(cite.clause_markdown(snapshot, clause.id))))
+    lines.append(
+        f"**{clause.keyword}** · {clause.level}-level · chapter "
+        f"[{clause.chapter}](../spec/{clause.chapter}.md#{clause.id}) · scenarios "
+        f"{', '.join(str(s) for s in clause.scenarios)} · "
+        # Filter links are raw HTML: a filter is not an anchor, so mkdocs must not check it.
+        + link(f"../matrix.html#clause={clause.id}", "open in the matrix")
+    )
+    lines += ["", "## Spec text", "", spec_body(clause), "## Tests that check it", ""]
+    from_results = sorted({
+        t for r in snapshot.results.values() for t in
+        (r["clauses"].get(clause.id) or {}).get("tests", [])
+    })
+    known = {f"{f}::{name}" for f, name in tests}
+    for file, name in tests:
+        lines.append(f"- [`{file}::{name}`](../suite/{Path(file).stem}.md#{name}) "
+                     f"(tests/spec/{file})")
+    for node in from_results:
+        if node not in known:  # a test since renamed or removed: named, not linked
+            lines.append(raw(tag("div", code(node) + " (named in results, no longer in the "
+                                 "suite)")))
+    if not tests and not from_results:
+        lines.append("No test checks this clause yet.")
+    lines.append("")
+    for kind, title in (("fastapi", "FastAPI releases"), ("starlette", "Starlette releases")):
+        if kind == "starlette" and clause.level != "Starlette":
+            continue
+        timeline = snapshot.timeline(clause.id, kind)
+        lines += [f"## Timeline across {title}", ""]
+        if not timeline.runs:
+            lines += ["Not measured yet.", ""]
+            continue
+        change = timeline.first_change
+        if change:
+            lines.append(raw(tag("p", f"First change in {esc(change[1].first)}: "
+                                 f"{outcomes_html(change[0].outcomes)} → "
+                                 f"{outcomes_html(change[1].outcomes)}.")))
+        else:
+            lines.append("The behaviour has not changed across the measured releases.\n")
+        if timeline.flips:
+            flipped = ", ".join(esc(v) for v, _ in timeline.flips)
+            lines.append(raw(tag("p", tag("strong", "Flips back and forth:") +
+                                 f" returns to an earlier behaviour in {flipped}.",
+                                 class_="bgm-flip")))
+        lines.append(raw(timeline_table(snapshot, timeline, root)))
+    candidates = snapshot.cells("candidate")
+    if candidates:
+        lines += ["## Candidates", ""]
+        rows = [[link(cell_href(root, r["cell"]["id"]), version_text(r["cell"])),
+                 outcome_html(model.outcome(r, clause.id))] for r in candidates]
+        lines.append(raw(html_table(["Candidate", "Behaviour (verdict)"], rows)))
+    return "\n".join(lines) + "\n"
+
+
+def clauses_index(snapshot: model.Snapshot) -> str:
+    lines = ["# Clauses", "", "Every clause of the spec with its current behaviour. "
+             "Each links to its page: spec text, tests, timeline and evidence.", ""]
+    for chapter in dict.fromkeys(c.chapter for c in snapshot.clauses):
+        lines += [f"## {chapter.capitalize()}", ""]
+        rows = []
+        for clause in (c for c in snapshot.clauses if c.chapter == chapter):
+            runs = [r for r in snapshot.timeline(clause.id).runs if r.measured]
+            now = outcomes_html(runs[-1].outcomes) if runs else "not measured yet"
+            rows.append([link(clause_href("../", clause.id), esc(clause.id)),
+                         esc(clause.keyword), esc(clause.title), now])
+        lines.append(raw(html_table(["Clause", "Keyword", "Title", "Newest release"], rows)))
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision
+
+
+def release_ranges(
+    snapshot: model.Snapshot, members: list[str], skip: set[str] | frozenset = frozenset(),
+    kind: str = "fastapi",
+) -> str:
+    """Compress releases into ranges of consecutive measured releases: ``0.10.0 – 0.99.1``;
+    releases in ``skip`` (measured nothing) do not break a range."""
+    order = [v for v in snapshot.by_release(kind) if v not in skip or v in members]
+    wanted = set(members)
+    ranges: list[list[str]] = []
+    for i, version in enumerate(order):
+        if version not in wanted:
+            continue
+        if ranges and i > 0 and order[i - 1] == ranges[-1][-1]:
+            ranges[-1].append(version)
+        else:
+            ranges.append([version])
+    return ", ".join(esc(r[0]) if len(r) == 1 else f"{esc(r[0])} – {esc(r[-1])}" for r in ranges)
+
+
+def _tally(outs: list[model.Outcome]) -> str:
+    counts = Counter(o[0] for o in outs)
+    order = ("conforms", "deviates", "n/a")
+    parts = [tag("span", f"{esc(v)} {counts[v]}", class_=f"bgm-v {verdict_class(v)}")
+             for v in order if counts[v]]
+    other = sum(n for v, n in counts.items() if v not in order)
+    if other:
+        parts.append(tag("span", f"no measurement {other}", class_="bgm-v v-fail"))
+    return " ".join(parts) or "–"
+
+
+def decision(snapshot: model.Snapshot) -> str:
+    requirements = [c for c in snapshot.clauses if c.chapter == "resolution"]
+    lines = [
+        "---\nhide:\n  - toc\n---\n",  # the table needs the width
+        "# Decision",
+        "",
+        "Each resolution against each requirement of the "
+        "[resolution chapter](spec/resolution.md#requirements). Today's releases are grouped "
+        "by the [profile](spec/resolution.md#profiles) their conflict cases "
+        "(ATTACH-3, ATTACH-4, ATTACH-8) put them in; candidate patches appear as their "
+        "results arrive. A count is the number of cells with that verdict; the clause page "
+        "has the evidence.",
+        "",
+    ]
+    if not snapshot.results:
+        lines += [f"**{NO_RESULTS}**", ""]
+    head = ["Resolution", "Releases"] + [
+        link(clause_href("", c.id), esc(c.id), title=c.title) for c in requirements]
+    groups: dict[str, list[str]] = {}
+    releases = snapshot.by_release("fastapi")
+    for version, cells in releases.items():
+        groups.setdefault(model.profile(cells), []).append(version)
+    rows = []
+    for name, versions in sorted(groups.items(), key=lambda kv: model.version_key(kv[1][0])):
+        cells = [r for v in versions for r in releases[v]]
+        skip = set(groups.get("unmeasured", []))
+        row = [tag("strong", f"today: {esc(name)}"), release_ranges(snapshot, versions, skip)]
+        row += [_tally([model.outcome(r, c.id) for r in cells]) for c in requirements]
+        rows.append(row)
+    for result in snapshot.cells("candidate"):
+        cid = result["cell"]["id"]
+        row = [tag("strong", "candidate " + esc(result["cell"]["candidate"] or cid, 80)),
+               link(cell_href("", cid), f"profile {esc(model.profile([result]))}")]
+        row += [link(cell_href("", cid) + f"#t-{_test_index(result, c.id)}",
+                     outcome_html(model.outcome(result, c.id), short=True))
+                for c in requirements]
+        rows.append(row)
+    if rows:
+        lines.append(raw(tag("div", html_table(head, rows, class_="bgm-table bgm-decision"),
+                             class_="bgm-scroll")))
+    if not snapshot.cells("candidate"):
+        lines.append("No candidate has been measured yet: candidates appear here when results "
+                     "with `kind: candidate` exist (see `candidates/`).\n")
+    lines += ["## The requirements", ""]
+    lines += [f"- [{c.id}](clauses/{c.id}.md) ({c.keyword}) — {c.title}" for c in requirements]
+    return "\n".join(lines) + "\n"
+
+
+def _test_index(result: dict, clause_id: str) -> int:
+    for i, test in enumerate(result["tests"]):
+        if clause_id in test["clauses"]:
+            return i
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Changes, downloads
+
+
+def changes_page(snapshot: model.Snapshot, changes: Changes) -> str:
+    lines = ["# Changes", ""]
+    if changes.previous is None:
+        lines += ["There is no previous snapshot to compare with (no committed results, or no "
+                  "git checkout).", ""]
+        return "\n".join(lines) + "\n"
+    prev = changes.previous
+    lines += [f"This snapshot (`{snapshot.id}`, {len(snapshot.results)} cells) compared with "
+              f"{esc(prev.source, 300)} ({len(prev.results)} cells).", ""]
+    if changes.empty:
+        lines += ["Nothing changed.", ""]
+
+    def cells_list(ids: list[str], root_link: bool) -> str:
+        return ", ".join(link(cell_href("", c), esc(c)) if root_link else esc(c) for c in ids)
+
+    if changes.new:
+        lines += [f"## New cells ({len(changes.new)})", "", raw(tag("p", cells_list(
+            changes.new, True)))]
+    if changes.removed:
+        lines += [f"## Removed cells ({len(changes.removed)})", "",
+                  raw(tag("p", cells_list(changes.removed, False)))]
+    if changes.suite:
+        lines += [f"## Measured with a different suite ({len(changes.suite)} cells)", "",
+                  "The harness or tests changed between the snapshots: differences below may "
+                  "come from the measurement rather than the release.", ""]
+        pairs = Counter((b, a) for _, b, a in changes.suite)
+        rows = [[code(b), code(a), str(n)] for (b, a), n in pairs.most_common()]
+        lines.append(raw(html_table(["Suite hash before", "after", "Cells"], rows)))
+    if changes.states:
+        rows = [[link(cell_href("", c), esc(c)), esc(b), esc(a)] for c, b, a in changes.states]
+        lines += [f"## Changed cell states ({len(rows)})", "",
+                  raw(html_table(["Cell", "Before", "After"], rows))]
+    if changes.verdicts:
+        rows = [[link(cell_href("", c), esc(c)), link(clause_href("", k), esc(k)),
+                 outcome_html(b), outcome_html(a)]
+                for c, k, b, a in changes.verdicts[:ROW_LIMIT]]
+        lines += [f"## Changed verdicts and labels ({len(changes.verdicts)})", "",
+                  raw(html_table(["Cell", "Clause", "Before", "After"], rows))]
+        if len(changes.verdicts) > ROW_LIMIT:
+            lines.append(f"… and {len(changes.verdicts) - ROW_LIMIT} more; compare the "
+                         "[downloads](downloads.md) of the two snapshots for all of them.\n")
+    if prev.unreadable:
+        lines += ["## Previous results that could not be read", "",
+                  raw(tag("ul", "".join(tag("li", esc(u, 300)) for u in prev.unreadable[:50])))]
+    return "\n".join(lines) + "\n"
+
+
+def downloads(snapshot: model.Snapshot, sizes: dict[str, int]) -> str:
+    def size(name: str) -> str:
+        n = sizes.get(name, 0)
+        return f"{n / 1024:,.0f} KB" if n >= 1024 else f"{n} bytes"
+
+    return "\n".join([
+        "# Downloads",
+        "",
+        f"Snapshot `{snapshot.id}`, spec {snapshot.spec_version}, {len(snapshot.results)} cells.",
+        "",
+        f"- [matrix.json](downloads/matrix.json) ({size('matrix.json')}): every cell with its "
+        "verdict and behaviour label per clause, and the clause list.",
+        f"- [matrix.schema.json](downloads/matrix.schema.json) ({size('matrix.schema.json')}): "
+        "the JSON Schema of matrix.json.",
+        f"- [matrix.csv](downloads/matrix.csv) ({size('matrix.csv')}): the same, one row per "
+        "cell and clause (a cell whose suite did not run has one row without a clause). "
+        "Columns: cell, kind, fastapi, starlette, python, candidate, state, clause, keyword, "
+        "verdict, label, suite_hash.",
+        "- Raw results, with every observation and the full provenance: one JSON file per cell, "
+        "linked from each [cell page](cells/index.md) (`results/<cell>.json`).",
+        "",
+        "Labels longer than 200 characters are truncated in the exports; the raw results keep "
+        "every text whole.",
+        "",
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec and suite sources
+
+
+_CLAUSE_HEAD = re.compile(r"^### ([A-Z]+-\d+) — ", re.M)
+
+
+def spec_chapter(snapshot: model.Snapshot, text: str) -> str:
+    """A spec chapter with each clause's "*Releases.*" line generated from the results."""
+    out, pos = [], 0
+    heads = list(_CLAUSE_HEAD.finditer(text))
+    for i, head in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        out.append(text[pos:head.start()])
+        section = text[head.start():end]
+        clause = snapshot.clause_by_id.get(head.group(1))
+        if clause is not None:
+            section = section.replace("*Releases.* Not yet measured.",
+                                      releases_summary(snapshot, clause, "../"), 1)
+        out.append(section)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def suite_page(path: Path) -> str:
+    """A test file of the suite, split at its top-level definitions so each test has an
+    anchor that the clause pages link to."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    marks = {node.name: ids for node, ids in _marked(path)}
+    starts = []
+    for node in tree.body:
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        starts.append((first, getattr(node, "name", None)))
+    chunks = []
+    bounds = [s for s, _ in starts] + [len(lines) + 1]
+    if starts and starts[0][0] > 1:
+        chunks.append((None, "\n".join(lines[: starts[0][0] - 1])))
+    for (first, name), end in zip(starts, bounds[1:]):
+        chunks.append((name, "\n".join(lines[first - 1 : end - 1])))
+    out = [
+        SEARCH_EXCLUDED + f"# tests/spec/{path.name}",
+        "",
+        "The spec suite runs this file inside every cell. Each test names the clauses it "
+        "checks with `@pytest.mark.clause(...)`.",
+    ]
+    for name, text in chunks:
+        if name and name in marks:
+            # A Markdown heading (names are identifiers), so mkdocs checks links to its anchor.
+            clauses = ", ".join(f"[{c}](../clauses/{c}.md)" for c in marks[name])
+            out += ["", f"### `{name}` {{#{name}}}", "", f"Checks {clauses}."]
+        out.append(raw(pre(text.rstrip("\n"), None, class_="bgm-pre bgm-source")))
+    return "\n".join(out)

@@ -1,0 +1,632 @@
+"""The report: escaping, the model (ranges, flips, profiles, snapshot id), citations, exports,
+the changes page, and whole builds: empty, invalid, hostile, full-size."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import html
+import io
+import json
+import os
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from bgmatrix import cite, clauses, report, report_changes, report_export, report_matrix
+from bgmatrix import report_model as model
+from bgmatrix import results as store
+from bgmatrix.report_markup import clean, esc, json_for_script
+
+PLAN = json.loads(model.PLAN_PATH.read_text(encoding="utf-8"))
+CLAUSE_IDS = [c.id for c in clauses.load()]
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic results, valid against schema/result.schema.json (also used by test_browser.py)
+
+
+def exchange(effects: list[str], warnings: list[dict] | None = None, body: str = "x") -> dict:
+    events = [
+        {"seq": 0, "kind": "send", "message": "http.response.start", "status": 200},
+        {"seq": 1, "kind": "send", "message": "http.response.body", "body": body,
+         "more_body": False, "size": len(body)},
+    ]
+    events += [{"seq": 2 + i, "kind": "effect", "name": e} for i, e in enumerate(effects)]
+    events.append({"seq": 2 + len(effects), "kind": "app-returned"})
+    return {"status": 200, "headers": [["content-type", "text/plain"]], "body": body,
+            "effects": effects, "warnings": warnings or [], "app_exception": None,
+            "events": events, "request": 0, "dropped_sends": 0}
+
+
+def make_result(
+    cell_id: str,
+    kind: str = "fastapi",
+    fastapi: str | None = "0.100.0",
+    starlette: str | None = "0.27.0",
+    python: str = "3.8",
+    outcomes: dict[str, tuple[str, str]] | None = None,
+    state: str = "ok",
+    message: str | None = None,
+    finished: str = "2026-01-02T03:04:05Z",
+    suite_hash: str = "0ec530fd363f",
+    candidate: str | None = None,
+) -> dict:
+    """A result whose clauses all say n/a except ``outcomes`` (clause -> (verdict, label)),
+    each graded by one test with one exchange."""
+    outcomes = outcomes or {}
+    tests, verdicts = [], {}
+    if state == "ok":
+        for cid in CLAUSE_IDS:
+            verdict, label = outcomes.get(cid, ("n/a", "n/a"))
+            entry = {"verdict": verdict, "label": label, "tests": []}
+            if cid in outcomes:
+                test = f"test_{cid.lower().replace('-', '_')}.py::test_{cid.lower()}"
+                entry["tests"] = [test]
+                tests.append({
+                    "test": test, "clauses": [cid], "outcome": "ok", "error": None,
+                    "observations": {"request": exchange(["injected", "own"])},
+                    "verdicts": {cid: {"verdict": verdict if verdict in model.MEASURED
+                                       else "n/a", "label": label, "expected": "ran"}},
+                })
+            else:
+                entry["reason"] = "no test of this clause ran in this cell"
+            verdicts[cid] = entry
+    return {
+        "schema_version": 1,
+        "cell": {"id": cell_id, "kind": kind, "fastapi": fastapi, "starlette": starlette,
+                 "python": python, "cutoff": "2024-01-01T00:00:00Z",
+                 "in_declared_range": True if kind == "fastapi" else None,
+                 "candidate": candidate},
+        "state": state,
+        "message": message,
+        "provenance": {
+            "python": f"{python}.18", "interpreter": f"/usr/bin/python{python}",
+            "fastapi": fastapi, "starlette": starlette,
+            "packages": {"fastapi": fastapi or "-", "starlette": starlette or "-"},
+            "suite_tools": ["pytest==8.3.5"], "spec_version": clauses.spec_version(),
+            "suite_hash": suite_hash, "tools": {"bgmatrix": "0.1.0", "uv": "0.13.9"},
+            "platform": "Linux x86_64", "started": finished, "finished": finished,
+        },
+        "clauses": verdicts,
+        "tests": tests,
+    }
+
+
+def conflict(label: str) -> dict[str, tuple[str, str]]:
+    """The conflict clauses and a few ordinary ones, for one conflict behaviour."""
+    verdict = "deviates" if label in ("drop", "lost-all") else "conforms"
+    return {
+        "ATTACH-1": ("conforms", "ran"),
+        "ATTACH-3": (verdict, label),
+        "ATTACH-4": (verdict, label),
+        "ATTACH-8": (verdict, f"data:ran conflict:{label}"),
+        "RES-1": (verdict, label),
+    }
+
+
+def behaviour_of(version: str) -> str:
+    """The synthetic history: drop, then warn, a flip back to drop, then merge."""
+    key = model.version_key(version)
+    if key < model.version_key("0.120.0"):
+        return "drop"
+    if version == "0.125.0":
+        return "drop"
+    if key < model.version_key("0.140.0"):
+        return "warn"
+    return "merge"
+
+
+def synthetic_results(
+    limit: int | None = None, fail_every: int = 0, stride: int = 1, include: tuple = ()
+) -> dict[str, dict]:
+    """One result per planned cell (every ``stride``-th, the first ``limit``, plus the cells of
+    the FastAPI releases in ``include``), following ``behaviour_of``."""
+    out = {}
+    chosen = PLAN["cells"][::stride][:limit]
+    chosen += [c for c in PLAN["cells"] if c["fastapi"] in include and c not in chosen]
+    for n, cell in enumerate(chosen):
+        if cell["kind"] == "fastapi":
+            outcomes = conflict(behaviour_of(cell["fastapi"]))
+        else:
+            outcomes = {"EXEC-1": ("conforms", "after-body")}
+        state = "install-error" if fail_every and n % fail_every == fail_every - 1 else "ok"
+        out[cell["id"]] = make_result(
+            cell["id"], cell["kind"], cell["fastapi"], cell["starlette"], cell["python"],
+            outcomes, state=state, message="resolver said no" if state != "ok" else None,
+        )
+    return out
+
+
+def write_results(folder: Path, found: dict[str, dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for cid, data in found.items():
+        store.write(folder / f"{cid}.json", data)
+    return folder
+
+
+def snapshot_of(found: dict[str, dict]) -> model.Snapshot:
+    return model.Snapshot(clauses.load(), found, PLAN, clauses.spec_version())
+
+
+def page(path: Path) -> str:
+    """A built page with character references resolved, as a reader's browser sees the text."""
+    return html.unescape(path.read_text(encoding="utf-8"))
+
+
+def build(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
+    site = tmp_path / "site"
+    (tmp_path / "none").mkdir(exist_ok=True)  # an empty previous snapshot: no git involved
+    code = report.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
+                        "--site-dir", str(site), "--previous", str(tmp_path / "none"), *extra])
+    return code, site
+
+
+@pytest.fixture(autouse=True)
+def own_work_dir(tmp_path, monkeypatch):
+    """The report remembers validated files under the work folder: keep the tests' apart."""
+    monkeypatch.setattr("bgmatrix.cell.WORK_DIR", tmp_path / "work")
+
+
+# ---------------------------------------------------------------------------------------------
+# Escaping
+
+
+def test_esc_leaves_nothing_for_html_or_markdown_to_interpret():
+    out = esc('<script>alert(1)</script> | **b** [l](javascript:x) {: #id } `c` \\ _u_ # h\nx')
+    assert not re.search(r"[<>|*\[\]{}`\\_#\n&]", re.sub(r"&#\d+;", "", out))
+    assert "&#60;script&#62;" in out and "&#10;" in out
+
+
+def test_esc_replaces_lone_surrogates_and_controls_and_truncates():
+    out = esc("a\ud800b\x00c\x1b[31m\u202ed")
+    assert out.encode("utf-8")  # would raise on a lone surrogate
+    assert "\ufffd" in out and "\x00" not in out and "\u202e" not in out
+    long = esc("A" * 1_000_000)
+    assert len(long) < 3000 and "more characters in the raw result" in long
+
+
+def test_esc_in_a_raw_block_escapes_html_only():
+    out = esc("<b>**x**</b> & _y_\nnext", context="block")
+    assert out == "&#60;b&#62;**x**&#60;/b&#62; &#38; _y_\nnext"
+    assert esc('"quoted" <x>', context="attr") == "&#34;quoted&#34; &#60;x&#62;"
+
+
+def test_json_for_script_cannot_close_its_element():
+    text = json_for_script({"label": "</script><script>alert(1)</script><!--"})
+    assert "<" not in text and ">" not in text
+    assert json.loads(text)["label"].startswith("</script>")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+def test_timeline_folds_consecutive_releases_and_flags_flips():
+    found = {}
+    # consecutive in the plan, except that 0.101.1 is not measured
+    for v, label in [("0.100.0", "drop"), ("0.100.1", "drop"), ("0.101.0", "warn"),
+                     ("0.102.0", "warn"), ("0.103.0", "drop"), ("0.104.0", "merge")]:
+        cid = f"fa-{v}_st-0.27.0_py3.8"
+        found[cid] = make_result(cid, fastapi=v, outcomes=conflict(label))
+    timeline = snapshot_of(found).timeline("ATTACH-3")
+    assert [(r.first, r.last, r.outcomes[0][1]) for r in timeline.runs] == [
+        ("0.100.0", "0.100.1", "drop"), ("0.101.0", "0.102.0", "warn"),
+        ("0.103.0", "0.103.0", "drop"), ("0.104.0", "0.104.0", "merge")]
+    before, after = timeline.first_change
+    assert (before.first, after.first) == ("0.100.0", "0.101.0")
+    assert [v for v, _ in timeline.flips] == ["0.103.0"]
+    assert [r.span for r in timeline.runs[:2]] == [2, 3]  # 0.101.1 lies in the second
+
+
+def test_a_failed_cell_is_a_gap_not_a_change():
+    found = {}
+    for v, state in [("0.100.0", "ok"), ("0.101.0", "install-error"), ("0.102.0", "ok")]:
+        cid = f"fa-{v}_st-0.27.0_py3.8"
+        found[cid] = make_result(cid, fastapi=v, outcomes=conflict("drop"), state=state)
+    timeline = snapshot_of(found).timeline("ATTACH-3")
+    assert len(timeline.runs) == 1 and not timeline.flips and timeline.first_change is None
+    assert timeline.runs[0].gaps == ("0.101.0",) and timeline.runs[0].measured_count == 2
+    # between two different behaviours a gap cannot be placed: it stands alone
+    found["fa-0.102.0_st-0.27.0_py3.8"] = make_result(
+        "fa-0.102.0_st-0.27.0_py3.8", fastapi="0.102.0", outcomes=conflict("warn"))
+    runs = snapshot_of(found).timeline("ATTACH-3").runs
+    assert [(r.first, r.measured) for r in runs] == [
+        ("0.100.0", True), ("0.101.0", False), ("0.102.0", True)]
+
+
+def test_profiles_follow_the_resolution_chapter():
+    def prof(*labels: str) -> str:
+        return model.profile([make_result(f"c{i}", outcomes=conflict(lb))
+                              for i, lb in enumerate(labels)])
+
+    assert prof("drop") == "drop"
+    assert prof("warn+merge-reordered") == "merge"
+    assert prof("drop", "warn") == "mixed"
+    assert prof("duplicate") == "duplicate"
+    assert model.profile([make_result("x", state="timeout")]) == "unmeasured"
+
+
+def test_snapshot_id_names_the_content():
+    found = synthetic_results(limit=3)
+    first = model.snapshot_id(found)
+    assert re.fullmatch(r"2026-01-02-[0-9a-f]{7}", first)
+    assert model.snapshot_id(dict(reversed(list(found.items())))) == first
+    changed = copy.deepcopy(found)
+    next(iter(changed.values()))["clauses"]["ATTACH-3"]["label"] = "warn"
+    assert model.snapshot_id(changed) != first
+    assert model.snapshot_id({}).startswith("undated-")
+
+
+def test_outcome_codes_are_unique_per_label():
+    outs = [("deviates", "drop"), ("deviates", "data:ran conflict:drop"), ("conforms", "ran"),
+            ("n/a", "n/a"), ("install-error", "")]
+    codes = report_matrix.outcome_codes(outs)
+    assert codes[("deviates", "drop")] == "D"
+    assert codes[("deviates", "data:ran conflict:drop")] == "D2"
+    assert codes[("install-error", "")] == "IE"
+    assert len({codes[o] for o in outs}) == len(outs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Citations
+
+
+def test_cite_prints_clause_behaviour_range_snapshot_and_permalinks(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", synthetic_results(limit=12))
+    assert cite.main(["ATTACH-3", "--results", str(folder)]) == 0
+    text = capsys.readouterr().out
+    snapshot = model.load_snapshot(folder)
+    assert "ATTACH-3" in text and "MUST NOT" in text and "`drop` (deviates)" in text
+    assert "FastAPI 0.10.0 – " in text and snapshot.id in text
+    assert f"{cite.base_url()}clauses/ATTACH-3.html" in text
+    assert text == cite.clause_markdown(snapshot, "ATTACH-3") + "\n"
+    cell = next(iter(snapshot.results))
+    assert cite.main(["ATTACH-3", "--cell", cell, "--results", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert f"{cite.base_url()}results/{cell}.json" in text
+    assert f"{cite.base_url()}cells/{cell}.html" in text
+
+
+def test_cite_rejects_an_unknown_clause_or_cell_in_one_line(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", synthetic_results(limit=2))
+    assert cite.main(["NOPE-9", "--results", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NOPE-9" in err
+    assert cite.main(["ATTACH-3", "--cell", "fa-9.9.9", "--results", str(folder)]) == 2
+    assert "fa-9.9.9" in capsys.readouterr().err
+
+
+def test_the_base_url_has_one_source():
+    config = report.CONFIG.read_text(encoding="utf-8")
+    assert f"site_url: {cite.base_url()}" in config
+    for path in Path(report.__file__).parent.glob("*.py"):
+        assert "bgmatrix.example" not in path.read_text(encoding="utf-8"), path
+
+
+def test_the_nav_lists_every_spec_chapter():
+    config = report.CONFIG.read_text(encoding="utf-8")
+    for chapter in ("index", *clauses.CHAPTERS):
+        assert f"- spec/{chapter}.md" in config
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports and changes
+
+
+def test_exports_match_their_schema_and_each_other():
+    snapshot = snapshot_of(synthetic_results(limit=20, fail_every=7))
+    export = report_export.matrix_json(snapshot)
+    schema = json.loads(report_export.SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(export)
+    rows = list(csv.DictReader(io.StringIO(report_export.matrix_csv(export))))
+    ok = [c for c in export["cells"] if c["state"] == "ok"]
+    failed = [c for c in export["cells"] if c["state"] != "ok"]
+    assert failed and len(rows) == len(ok) * len(CLAUSE_IDS) + len(failed)
+    assert {r["clause"] for r in rows} >= {"ATTACH-3", ""}
+
+
+def test_csv_neutralises_formulas():
+    found = {"c": make_result("c", outcomes={"ATTACH-3": ("deviates", "=HYPERLINK(1)")})}
+    text = report_export.matrix_csv(report_export.matrix_json(snapshot_of(found)))
+    assert "'=HYPERLINK(1)" in text
+
+
+def test_changes_lists_new_cells_changed_verdicts_and_suite(tmp_path):
+    before = synthetic_results(limit=4)
+    after = copy.deepcopy(before)
+    first, second, third, fourth = list(after)
+    after[first]["clauses"]["ATTACH-3"] = {"verdict": "conforms", "label": "warn", "tests": []}
+    after[second]["provenance"]["suite_hash"] = "feedbeef"
+    after[third] = make_result(third, state="timeout", message="slow")
+    del before[fourth]
+    previous = report_changes.from_folder(write_results(tmp_path / "before", before))
+    changes = report_changes.compare(previous, snapshot_of(after))
+    assert changes.new == [fourth]
+    assert [(c, k) for c, k, _, _ in changes.verdicts] == [(first, "ATTACH-3")]
+    assert [c for c, _, _ in changes.suite] == [second]
+    assert changes.states == [(third, "ok", "timeout")]
+
+
+def test_changes_read_the_committed_results_through_git(tmp_path):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write_results(repo / "results", synthetic_results(limit=2))
+    for args in (["init", "-q"], ["add", "results"],
+                 ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "r"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    previous = report_changes.from_git(repo=repo)
+    assert previous is not None and set(previous.results) == set(synthetic_results(limit=2))
+    assert report_changes.from_git(repo=tmp_path / "nowhere") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole builds
+
+
+def test_an_empty_results_folder_builds_and_says_so(tmp_path):
+    (tmp_path / "results").mkdir()
+    code, site = build(tmp_path, tmp_path / "results")
+    assert code == 0
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert "No results yet" in home
+    assert (site / "matrix.html").is_file() and (site / "clauses" / "ATTACH-3.html").is_file()
+
+
+def test_a_file_validates_again_whenever_its_bytes_change(tmp_path, monkeypatch):
+    folder = write_results(tmp_path / "results", synthetic_results(limit=2))
+    calls = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda p: calls.append(p.name) or real_load(p))
+    assert len(model.load_results(folder)[0]) == 2 and len(calls) == 2
+    assert len(model.load_results(folder)[0]) == 2 and len(calls) == 2  # remembered
+    name = sorted(folder.glob("*.json"))[0]
+    data = json.loads(name.read_text())
+    data["state"] = "not-a-state"
+    name.write_text(json.dumps(data))
+    found, errors = model.load_results(folder)
+    assert len(found) == 1 and len(errors) == 1 and "not-a-state" in errors[0]
+    assert model.load_results(folder, use_cache=False)[1] == errors
+
+
+def test_an_invalid_result_stops_the_report_and_keeps_the_old_site(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", synthetic_results(limit=3))
+    assert build(tmp_path, folder)[0] == 0
+    before = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    (folder / "fa-0.10.1_st-0.11.1_py3.8.json").write_text('{"schema_version": 1, "cell"',
+                                                          encoding="utf-8")
+    (folder / "broken-utf8.json").write_bytes(b'{"x": "\xff\xfe"}')
+    capsys.readouterr()
+    code, site = build(tmp_path, folder)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 2
+    assert "fa-0.10.1_st-0.11.1_py3.8.json" in err[1] and "not valid JSON" in err[1]
+    assert "broken-utf8.json" in err[0] and "cannot be read" in err[0]
+    assert (site / "index.html").read_text(encoding="utf-8") == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_full_build_has_every_page_and_its_data(tmp_path):
+    found = synthetic_results(stride=16, fail_every=9, include=("0.124.0", "0.125.0"))
+    found["cand-merge_py3.11"] = make_result(
+        "cand-merge_py3.11", "candidate", "0.165.0", "1.10.0", "3.11",
+        conflict("merge"), candidate="merge-without-mutation")
+    folder = write_results(tmp_path / "results", found)
+    code, site = build(tmp_path, folder)
+    assert code == 0
+    for cid in found:
+        assert (site / "cells" / f"{cid}.html").is_file()
+        assert (site / "results" / f"{cid}.json").is_file()
+    for cid in CLAUSE_IDS:
+        assert (site / "clauses" / f"{cid}.html").is_file()
+    home = page(site / "index.html")
+    assert "dropped without a warning" in home and "bgm-tile b-drop" in home
+    clause = page(site / "clauses" / "ATTACH-3.html")
+    assert "bgm-cite-text" in clause and "Timeline across FastAPI releases" in clause
+    assert "test_conflict_with_background_task" in clause  # from the suite's markers
+    assert "flips back" in clause  # 0.125.0 returns to drop
+    decision = page(site / "decision.html")
+    assert "merge-without-mutation" in decision and "today: drop" in decision
+    matrix = (site / "matrix.html").read_text(encoding="utf-8")
+    data = re.search(r'id="bgm-matrix-data">(.*?)</script>', matrix, re.S).group(1)
+    data = json.loads(data)
+    assert len(data["cells"]) == len(found)
+    assert {s[0] for s in data["sections"]} >= {"st-0.11", "candidates"}
+    spec_page = page(site / "spec" / "attachment.html")
+    assert 'id="ATTACH-3"' in spec_page and "Not yet measured" not in spec_page
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile evidence
+
+HOSTILE = [
+    "<script>alert('x1')</script>",
+    '<img src=x onerror="alert(\'x2\')">',
+    '"><svg onload=alert(\'x3\')>',
+    "| a | b |\n|---|---|\n| x1 | y1 |",
+    "[click](javascript:alert('x4'))",
+    '{: onclick="alert(\'x5\')" }',
+    "**bold-x6** `code` _em_ <!--",
+    "</pre></div></td></table><script>alert('x7')</script>",
+    "&lt;script&gt;alert('x8')&lt;/script&gt;",
+    "\x00\x1b[31m\u202etxt \ud800\udfff lone",
+]
+
+
+class _Audit(HTMLParser):
+    """Collects what would run: script elements, event-handler attributes, javascript: URLs,
+    and the text a reader sees."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.scripts: list[tuple[dict, str]] = []
+        self.handlers: list[str] = []
+        self.js_urls: list[str] = []
+        self.text: list[str] = []
+        self._script: dict | None = None
+
+    def handle_starttag(self, name, attrs):
+        attrs_d = dict(attrs)
+        for key, value in attrs:
+            if key.startswith("on"):
+                self.handlers.append(f"{name} {key}")
+            if key in ("href", "src", "action") and (value or "").strip().lower().startswith(
+                    "javascript:"):
+                self.js_urls.append(value)
+        if name == "script":
+            self._script = attrs_d
+            self.scripts.append((attrs_d, ""))
+
+    def handle_endtag(self, name):
+        if name == "script":
+            self._script = None
+
+    def handle_data(self, data):
+        if self._script is not None:
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+        else:
+            self.text.append(data)
+
+
+def hostile_result() -> dict:
+    evil = "\n".join(HOSTILE)
+    cid = "fa-0.106.0_st-0.27.0_py3.8"
+    result = make_result(cid, fastapi="0.106.0", outcomes=conflict("drop"))
+    result["clauses"]["ATTACH-3"]["label"] = HOSTILE[0]
+    result["clauses"]["ATTACH-4"]["label"] = HOSTILE[3]
+    result["clauses"]["ATTACH-4"]["reason"] = evil
+    result["clauses"]["ATTACH-3"]["tests"].append(HOSTILE[7])
+    test = result["tests"][0]
+    test["error"] = evil + "A" * 1_000_000
+    test["test"] = HOSTILE[1]
+    test["verdicts"]["ATTACH-1"]["expected"] = evil
+    ex = test["observations"]["request"]
+    ex["warnings"] = [{"category": HOSTILE[2], "message": m, "user_warning": True}
+                      for m in HOSTILE]
+    ex["app_exception"] = "Traceback:\n" + evil + "\n" + "B" * 1_000_000
+    ex["body"] = evil
+    ex["headers"].append([HOSTILE[4], HOSTILE[5]])
+    ex["events"].append({"seq": 99, "kind": HOSTILE[6], "detail": evil})
+    test["observations"][HOSTILE[8]] = {"data": evil, "more": ["C" * 1_000_000]}
+    result["message"] = evil
+    result["provenance"]["packages"] = {HOSTILE[0]: HOSTILE[1], "pkg|x": "1.0\n| t |"}
+    result["provenance"]["platform"] = evil
+    result["provenance"]["tools"]["evil"] = HOSTILE[7]
+    return result
+
+
+def test_hostile_evidence_is_shown_as_text_and_never_runs(tmp_path):
+    found = {"fa-0.106.0_st-0.27.0_py3.8": hostile_result()}
+    cand = make_result("cand-x_py3.11", "candidate", "0.165.0", "1.10.0", "3.11",
+                       conflict("merge"), candidate=HOSTILE[0] + HOSTILE[9])
+    found["cand-x_py3.11"] = cand
+    # the schema does not constrain version strings either
+    evil_version = "0.107.0<script>alert('x9')</script>|*x*"
+    found["fa-evil_st-0.27.0_py3.8"] = make_result(
+        "fa-evil_st-0.27.0_py3.8", fastapi=evil_version, outcomes=conflict("drop"))
+    folder = write_results(tmp_path / "results", found)
+    code, site = build(tmp_path, folder)
+    assert code == 0
+    pages = sorted(site.rglob("*.html"))
+    # The theme's own inline scripts, as on its 404 page (which carries no data of ours):
+    # every other inline script on any page must be one of these.
+    theme = _Audit()
+    theme.feed((site / "404.html").read_text(encoding="utf-8"))
+    def same_on_every_page(body: str) -> str:  # the theme's scripts differ only by base URL
+        return re.sub(r'new URL\("[./]*",location\)', "new URL(BASE,location)", body)
+
+    theme_scripts = {same_on_every_page(body) for attrs, body in theme.scripts
+                     if "src" not in attrs and attrs.get("type") != "application/json"}
+    seen_text = []
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        assert page.stat().st_size < report.PAGE_LIMIT, page
+        # A literal "<" before the payload would make it markup; as text it is harmless.
+        for marker in ("<script>alert", "<img src=x", "<svg onload", "<strong>bold-x6"):
+            assert marker not in html, (page, marker)
+        audit = _Audit()
+        audit.feed(html)
+        assert not audit.handlers, (page, audit.handlers)
+        assert not audit.js_urls, (page, audit.js_urls)
+        for attrs, body in audit.scripts:
+            if attrs.get("type") == "application/json":  # data: must parse as JSON, whole
+                assert attrs.get("id") in ("__config", "bgm-matrix-data"), (page, attrs)
+                json.loads(body)
+                continue
+            assert "alert" not in body, page
+            if "src" in attrs:
+                assert not attrs["src"].startswith(("http:", "https:", "//")), page
+            else:
+                assert same_on_every_page(body) in theme_scripts, (page, body[:200])
+        seen_text.append("".join(audit.text))
+    text = "\n".join(seen_text)
+    # Shown as text, whole where short, truncated where long, tables not split apart.
+    assert "<script>alert('x1')</script>" in text
+    assert "| a | b |" in text and "[click](javascript:alert('x4'))" in text
+    assert "&lt;script&gt;alert('x8')" in text
+    assert "more characters in the raw result" in text
+    cell = (site / "cells" / "fa-0.106.0_st-0.27.0_py3.8.html").read_text(encoding="utf-8")
+    assert "\ufffd" in cell and "A" * 5000 not in cell
+    # The raw result keeps every character.
+    raw = json.loads((site / "results" / "fa-0.106.0_st-0.27.0_py3.8.json").read_text())
+    assert raw["tests"][0]["error"].endswith("A" * 1_000_000)
+
+
+def test_hostile_labels_reach_the_matrix_data_inertly():
+    snapshot = snapshot_of({"fa-0.106.0_st-0.27.0_py3.8": hostile_result()})
+    data = report_matrix.matrix_data(snapshot)
+    labels = [o[1] for o in data["outcomes"]]
+    assert HOSTILE[0] in labels
+    assert "<" not in json_for_script(data)
+    legend = report_matrix.legend_html(data)
+    assert "<script>" not in legend and clean(HOSTILE[0]) not in legend
+
+
+# ---------------------------------------------------------------------------------------------
+# Size and speed on a full matrix (opt in: BGMATRIX_PERF=1, it builds ~700 pages)
+
+
+def full_size_results() -> dict[str, dict]:
+    """A result per planned cell, shaped like real ones: a committed FastAPI result (dozens
+    of tests, real event logs) cloned into every cell when there is one, else synthetic."""
+    real = [store.load(p) for p in sorted(store.RESULTS_DIR.glob("fa-*.json"))[-1:]]
+    real = [r for r in real if r["state"] == "ok"]
+    if not real:
+        return synthetic_results(fail_every=25)
+    found = {}
+    for cell in PLAN["cells"]:
+        data = copy.deepcopy(real[0])
+        data["cell"] = {k: cell[k] for k in ("id", "kind", "fastapi", "starlette", "python",
+                                             "cutoff", "in_declared_range")}
+        data["cell"]["candidate"] = None
+        if cell["fastapi"] and behaviour_of(cell["fastapi"]) != "drop":
+            data["clauses"]["ATTACH-3"].update(verdict="conforms", label="warn")
+        found[cell["id"]] = data
+    return found
+
+
+@pytest.mark.skipif(not os.environ.get("BGMATRIX_PERF"),
+                    reason="full-size build; set BGMATRIX_PERF=1 to run it")
+def test_a_full_matrix_builds_in_under_30_seconds(tmp_path):
+    found = full_size_results()
+    for i in range(700 - len(found)):
+        cid = f"cand-{i}_py3.11"
+        found[cid] = make_result(cid, "candidate", "0.165.0", "1.10.0", "3.11",
+                                 conflict("merge"), candidate=f"variant-{i}")
+    folder = write_results(tmp_path / "results", found)
+    started, cpu = time.perf_counter(), time.process_time()
+    code, site = build(tmp_path, folder)  # first run: every file is validated
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert code == 0
+    largest = max(p.stat().st_size for p in site.rglob("*.html"))
+    print(f"{len(found)} results: {elapsed:.1f} s wall, {cpu:.1f} s CPU, "
+          f"load {os.getloadavg()[0]:.1f}, largest page {largest / 1024:.0f} KB")
+    # CPU time, not wall time: on a shared machine the wall clock measures the neighbours.
+    assert cpu < 30
+    assert largest < report.PAGE_LIMIT
