@@ -207,7 +207,7 @@ _PROBE = (
     "mods = sys.argv[1:]\n"
     "info = {'python': platform.python_version()}\n"
     "for m in mods:\n"
-    "    mod = __import__(m)\n"
+    "    mod = __import__('importlib').import_module(m)\n"
     "    info[m] = getattr(mod, '__version__', None)\n"
     "print(json.dumps(info))\n"
 )
@@ -215,7 +215,9 @@ _PROBE = (
 
 def probe(python: Path, cell: dict) -> dict:
     """Import the framework alone, to tell an import-error from a broken suite run."""
-    mods = ["starlette"] + (["fastapi"] if cell["kind"] != "starlette" else [])
+    # starlette.applications, not just the package: some releases (0.10.x) fail there without
+    # an optional dependency, which no application can get past.
+    mods = ["starlette.applications"] + (["fastapi"] if cell["kind"] != "starlette" else [])
     try:
         proc = subprocess.run([str(python), "-c", _PROBE, *mods], capture_output=True,
                               text=True, errors="replace", timeout=PROBE_TIMEOUT)
@@ -323,7 +325,7 @@ def run_cell(cell: dict, install: list[str] | None = None) -> dict:
         python = build_env(cell, env_dir, install)
         packages = freeze(python)
         rc, records, session = run_suite(python, cell, env_dir / "records.jsonl")
-        if rc != 0 or not records:
+        if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)
             probe(python, cell)  # a release that cannot even be imported is an import-error
         provenance.update(
             python=session.get("python"),

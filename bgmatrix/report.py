@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", type=Path, default=model.store.RESULTS_DIR,
                         help="results folder (default: results/)")
+    parser.add_argument("--plan", type=Path, default=model.PLAN_PATH,
+                        help="the plan results are checked against (default matrix/plan.json)")
     parser.add_argument("--out", type=Path, default=GENERATED,
                         help="where the generated pages go (default: site/generated)")
     parser.add_argument("--site-dir", type=Path, default=BUILD,
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        snapshot = model.load_snapshot(args.results, use_cache=not args.revalidate)
+        snapshot = model.load_snapshot(args.results, plan_path=args.plan,
+                                       use_cache=not args.revalidate)
         if args.previous is not None:
             if not args.previous.is_dir():
                 raise model.ReportError(f"{args.previous}: --previous is not a folder")

@@ -402,12 +402,12 @@ def load_snapshot(
 ) -> Snapshot:
     """Read and validate everything; every invalid result file is one line of the error."""
     if not results_dir.is_dir():
-        found: dict[str, dict] = {}
-        errors: list[str] = []
-        if results_dir.exists():
-            errors = [f"{results_dir}: not a folder"]
-    else:
-        found, errors = load_results(results_dir, use_cache)
+        # A mistyped --results must not publish an empty site over the real one.
+        what = "not a folder" if results_dir.exists() else "no such folder"
+        raise ReportError(f"{results_dir}: {what}")
+    found, errors = load_results(results_dir, use_cache)
+    plan = load_plan(plan_path)
+    errors += plan_contradictions(found, plan, results_dir)
     if errors:
         shown = errors[:10]
         if len(errors) > len(shown):
@@ -418,4 +418,29 @@ def load_snapshot(
         version = spec.spec_version(spec_dir)
     except spec.SpecError as exc:
         raise ReportError(str(exc)) from None
-    return Snapshot(clauses, found, load_plan(plan_path), version)
+    return Snapshot(clauses, found, plan, version)
+
+
+_PLANNED_KEYS = ("kind", "fastapi", "starlette", "python", "cutoff")
+
+
+def plan_contradictions(found: dict[str, dict], plan: dict, folder: Path) -> list[str]:
+    """Results the plan does not know, or knows with other versions or cutoff: stale data
+    (an older plan, a hand-edited file) that must not be published as today's evidence.
+    Candidates are built outside the plan and are not checked against it."""
+    planned = {c["id"]: c for c in plan.get("cells", [])}
+    errors = []
+    for cid, result in sorted(found.items()):
+        cell = result["cell"]
+        if cell["kind"] == "candidate":
+            continue
+        want = planned.get(cid)
+        if want is None:
+            errors.append(f"{folder / cid}.json: cell is not in matrix/plan.json "
+                          "(a stale result? re-run `nox -s plan` and the sweep)")
+            continue
+        differs = [k for k in _PLANNED_KEYS if cell.get(k) != want.get(k)]
+        if differs:
+            errors.append(f"{folder / cid}.json: {', '.join(differs)} differ from the plan's "
+                          "cell (the plan is newer than this result; re-run the cell)")
+    return errors

@@ -23,6 +23,7 @@ from bgmatrix import results as store
 from bgmatrix.report_markup import clean, esc, json_for_script
 
 PLAN = json.loads(model.PLAN_PATH.read_text(encoding="utf-8"))
+PLANNED = {c["id"]: c for c in PLAN["cells"]}  # a synthetic result agrees with its plan cell
 CLAUSE_IDS = [c.id for c in clauses.load()]
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +79,8 @@ def make_result(
     return {
         "schema_version": 1,
         "cell": {"id": cell_id, "kind": kind, "fastapi": fastapi, "starlette": starlette,
-                 "python": python, "cutoff": "2024-01-01T00:00:00Z",
+                 "python": python, "cutoff": PLANNED.get(cell_id, {}).get(
+                     "cutoff", "2024-01-01T00:00:00Z"),
                  "in_declared_range": True if kind == "fastapi" else None,
                  "candidate": candidate},
         "state": state,
