@@ -80,6 +80,12 @@ def shard(session: nox.Session) -> None:
     session.run(*HOST, "python", "-m", "bgmatrix.shards", *session.posargs, external=True)
 
 
+@nox.session(venv_backend="none", default=False)
+def candidate(session: nox.Session) -> None:
+    """Run the candidate resolutions (or -- NAME | PATH | WHEEL | SDIST | git+URL) through the suite."""
+    session.run(*HOST, "python", "-m", "bgmatrix.candidates", *session.posargs, external=True)
+
+
 def _cell_session(cell: dict) -> None:
     def run_cell(session: nox.Session) -> None:
         bgmatrix(session, "run", cell["id"], *session.posargs)
