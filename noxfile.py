@@ -82,7 +82,7 @@ def shard(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def candidate(session: nox.Session) -> None:
-    """Run the candidate resolutions (or -- NAME | PATH | WHEEL | SDIST | git+URL) through the suite."""
+    """Run the candidate resolutions (or -- NAME, PATH, wheel, sdist, git+URL) in the suite."""
     session.run(*HOST, "python", "-m", "bgmatrix.candidates", *session.posargs, external=True)
 
 
