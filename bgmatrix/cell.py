@@ -320,7 +320,9 @@ def base_provenance() -> dict:
 def run_cell(cell: dict, install: list[str] | None = None) -> dict:
     """Run one cell end to end and return its (validated) result; never raises CellError."""
     provenance = base_provenance()
-    env_dir = WORK_DIR / "envs" / cell["id"]
+    # A private folder per run: a benchmark or a test may run the same cell as a sweep.
+    (WORK_DIR / "envs").mkdir(parents=True, exist_ok=True)
+    env_dir = Path(tempfile.mkdtemp(prefix=f"{cell['id']}.", dir=WORK_DIR / "envs"))
     try:
         python = build_env(cell, env_dir, install)
         packages = freeze(python)

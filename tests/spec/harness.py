@@ -26,6 +26,10 @@ DISCONNECT_MODES = (
     "immediately",  # the client is gone right after sending its request body
 )
 
+#: Headers whose values come from the clock (a served file's mtime, the time of day): kept as
+#: present, with the value replaced, so that two runs of one release observe the same thing.
+CLOCK_HEADERS = ("date", "last-modified", "etag")
+
 _BODY_EXCERPT = 200  # bytes of each body message kept in the log: enough to identify it
 
 
@@ -61,6 +65,14 @@ class Exchange(object):
         """Names of the task effects seen during this request, in order."""
         return [e["name"] for e in self.events if e["kind"] == "effect"]
 
+    def excerpt(self, data):
+        """The start of a body as text; an encoded body (gzip carries a timestamp) only by
+        its encoding and size, so that two runs of one release observe the same thing."""
+        encoding = self.header("content-encoding")
+        if encoding:
+            return "<%s-encoded, %d bytes>" % (encoding[0], len(data))
+        return data[:_BODY_EXCERPT].decode("utf-8", "replace")
+
     def header(self, name):
         name = name.lower()
         return [v for k, v in self.headers if k.lower() == name]
@@ -70,7 +82,7 @@ class Exchange(object):
             "request": self.index,
             "status": self.status,
             "headers": [[k, v] for k, v in self.headers],
-            "body": self.body[:_BODY_EXCERPT].decode("utf-8", "replace"),
+            "body": self.excerpt(self.body),
             "effects": self.effects,
             "warnings": list(self.warnings),
             "app_exception": self.app_exception,
@@ -296,7 +308,11 @@ class _HttpPeer(object):
         if kind == "http.response.start":
             ex.status = message["status"]
             ex.headers = [
-                (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                (
+                    bytes(k).decode("latin-1"),
+                    "<clock>" if bytes(k).decode("latin-1").lower() in CLOCK_HEADERS
+                    else bytes(v).decode("latin-1"),
+                )
                 for k, v in message.get("headers", [])
             ]
             self.h.log("send", message=kind, status=ex.status)
@@ -305,11 +321,7 @@ class _HttpPeer(object):
             more = bool(message.get("more_body", False))
             ex.body += chunk
             self.h.log(
-                "send",
-                message=kind,
-                more_body=more,
-                size=len(chunk),
-                body=chunk[:_BODY_EXCERPT].decode("utf-8", "replace"),
+                "send", message=kind, more_body=more, size=len(chunk), body=ex.excerpt(chunk)
             )
             if not self.first_body_seen:
                 self.first_body_seen = True

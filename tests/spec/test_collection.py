@@ -56,7 +56,9 @@ def test_dependencies_share_one_collection(record, harness):
         order.append(order_label(ex.effects, added))
         evidence.append({
             "exchange": ex,
-            "object_ids": {who: id(obj) for who, obj in received.items()},
+            # Identity as "which object, in order of first sight": a run-independent name
+            # for what id() shows (the address itself differs from run to run).
+            "objects": object_names(received),
             "added": list(added),
         })
     record.observe("requests", evidence)
@@ -88,7 +90,6 @@ def test_each_request_gets_a_fresh_collection(record, harness):
     record.observe("requests", exchanges)
     record.observe("arrivals", [
         {
-            "object_id": id(obj),
             "tasks_on_arrival": count,
             "is_module_level": obj is module_level,
             "same_as_request": [j for j, (other, _) in enumerate(arrivals[:i]) if other is obj],
@@ -98,3 +99,17 @@ def test_each_request_gets_a_fresh_collection(record, harness):
     label = freshness_label(arrivals, module_level)
     record.verdict("COLLECT-3", label == "fresh", label,
                    "fresh: three distinct, empty objects, none the module-level one")
+
+
+def object_names(received):
+    """Name each distinct object ``obj-1``, ``obj-2``... in the order callables received them."""
+    names = []
+    out = {}
+    for who in sorted(received):
+        obj = received[who]
+        index = next((i for i, seen in enumerate(names) if seen is obj), None)
+        if index is None:
+            names.append(obj)
+            index = len(names) - 1
+        out[who] = "obj-%d" % (index + 1)
+    return out

@@ -162,6 +162,17 @@ def page(path: Path) -> str:
 def build(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
     site = tmp_path / "site"
     (tmp_path / "none").mkdir(exist_ok=True)  # an empty previous snapshot: no git involved
+    if "--plan" not in extra:  # synthetic cells (hostile ids...) join the real plan's cells
+        cells = {c["id"]: c for c in PLAN["cells"]}
+        for path in results_dir.glob("*.json") if results_dir.is_dir() else ():
+            try:
+                cell = json.loads(path.read_text(encoding="utf-8"))["cell"]
+                cells[cell["id"]] = cell
+            except (ValueError, KeyError, TypeError):
+                pass  # an invalid file: the report itself must name it
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps(dict(PLAN, cells=list(cells.values()))), encoding="utf-8")
+        extra = ("--plan", str(plan), *extra)
     code = report.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
                         "--site-dir", str(site), "--previous", str(tmp_path / "none"), *extra])
     return code, site
