@@ -86,6 +86,13 @@ def candidate(session: nox.Session) -> None:
     session.run(*HOST, "python", "-m", "bgmatrix.candidates", *session.posargs, external=True)
 
 
+@nox.session(venv_backend="none", default=False)
+def wire(session: nox.Session) -> None:
+    """Re-run the headline cells (or the cells/tags given) with wire mode: uvicorn on loopback."""
+    session.env["BGMATRIX_WIRE"] = "1"
+    bgmatrix(session, "run", "--force", *(session.posargs or ["--tag", "headline"]))
+
+
 def _cell_session(cell: dict) -> None:
     def run_cell(session: nox.Session) -> None:
         bgmatrix(session, "run", cell["id"], *session.posargs)

@@ -317,8 +317,15 @@ def base_provenance() -> dict:
     }
 
 
-def run_cell(cell: dict, install: list[str] | None = None) -> dict:
-    """Run one cell end to end and return its (validated) result; never raises CellError."""
+def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | None = None) -> dict:
+    """Run one cell end to end and return its (validated) result; never raises CellError.
+
+    With ``wire_mode`` (default: BGMATRIX_WIRE=1) the cell's apps are also observed through a
+    real server on loopback, recorded under ``wire`` as a second evidence source.
+    """
+    if wire_mode is None:
+        wire_mode = os.environ.get("BGMATRIX_WIRE") == "1"
+    observed = None
     provenance = base_provenance()
     # A private folder per run: a benchmark or a test may run the same cell as a sweep.
     (WORK_DIR / "envs").mkdir(parents=True, exist_ok=True)
@@ -327,6 +334,10 @@ def run_cell(cell: dict, install: list[str] | None = None) -> dict:
         python = build_env(cell, env_dir, install)
         packages = freeze(python)
         rc, records, session = run_suite(python, cell, env_dir / "records.jsonl")
+        if wire_mode:
+            from bgmatrix import wire  # imported here: only wire mode needs httpx
+
+            observed = wire.observe(python, cell)
         if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)
             probe(python, cell)  # a release that cannot even be imported is an import-error
         provenance.update(
@@ -340,6 +351,8 @@ def run_cell(cell: dict, install: list[str] | None = None) -> dict:
         provenance["tools"]["pytest"] = session.get("pytest", "?")
         state, message = _suite_state(rc, records, session)
         result = result_for(cell, state, message, provenance, records)
+        if observed is not None:
+            result["wire"] = observed
     except CellError as exc:
         result = result_for(cell, exc.state, exc.message, provenance)
     finally:
