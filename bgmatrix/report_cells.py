@@ -171,6 +171,8 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
                          f'<tbody>{"".join(rows)}</tbody></table>'))
     else:
         lines.append("No clause verdicts: the suite did not run to completion.\n")
+    if "wire" in result:
+        lines += wire_section(root, result)
     lines += ["## Observations", ""]
     if not result["tests"]:
         lines.append("No test records.\n")
@@ -213,6 +215,32 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
     freeze = "\n".join(f"{clean(n, 200)}=={clean(v, 100)}" for n, v in sorted(packages.items()))
     lines.append(raw(pre(freeze, None)) if packages else "None recorded.\n")
     return "\n".join(lines) + "\n"
+
+
+def wire_section(root: str, result: dict) -> list[str]:
+    """Raw-ASGI and wire (a real server and client) evidence side by side, disagreements
+    flagged: the second source confirms or qualifies the first, clause by clause."""
+    from bgmatrix.wire import disagreements
+
+    wire = result["wire"]
+    lines = ["## Wire evidence", ""]
+    lines.append(raw(tag("p", esc(
+        f"Re-observed through uvicorn {wire.get('uvicorn') or '?'} on 127.0.0.1 with an httpx "
+        f"client: {wire['state']}" + (f" — {wire['message']}" if wire.get("message") else ""),
+        600))))
+    differ = {d["clause"]: d for d in disagreements(result["clauses"], wire["clauses"])}
+    rows = []
+    for cid, entry in sorted(wire["clauses"].items()):
+        mine = result["clauses"].get(cid, {})
+        flag = (f"disagree ({esc(differ[cid].get('kind', ''))})" if cid in differ
+                else "agree" if mine.get("verdict") == entry["verdict"] else "—")
+        rows.append([link(clause_href(root, cid), esc(cid)),
+                     esc(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
+                     esc(f"{entry['verdict']} · {entry['label']}", 200), flag])
+    if rows:
+        lines.append(raw(html_table(["Clause", "Raw ASGI", "Wire", ""], rows)))
+    lines.append("")
+    return lines
 
 
 def _verdict_row(clause_html: str, entry: dict, tests_html: str) -> str:
