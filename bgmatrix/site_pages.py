@@ -10,6 +10,7 @@ plain ``.html`` URLs (``use_directory_urls: false``), which raw HTML links can r
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -545,9 +546,33 @@ def decision(snapshot: model.Snapshot) -> str:
     if not snapshot.cells("candidate"):
         lines.append("No candidate has been measured yet: candidates appear here when results "
                      "with `kind: candidate` exist (see `candidates/`).\n")
+    lines += regression_section(ROOT / "candidates" / "regression.json")
     lines += ["## The requirements", ""]
     lines += [f"- [{c.id}](clauses/{c.id}.md) ({c.keyword}) — {c.title}" for c in requirements]
     return "\n".join(lines) + "\n"
+
+
+def regression_section(path: Path) -> list[str]:
+    """FastAPI's own test suite without and with each candidate (candidates/regression.json,
+    written by ``python -m bgmatrix.candidates --regression``)."""
+    lines = ["## FastAPI's own tests", ""]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        base, runs = data["without_patch"], data["with_patch"]
+    except (OSError, ValueError, KeyError):
+        return lines + ["Not measured yet: `python -m bgmatrix.candidates --regression`.", ""]
+    fields = ("passed", "failed", "errored", "skipped")
+    rows = [[esc("without a patch")] + [esc(str(base["counts"].get(f, "?"))) for f in fields]
+            + [""]]
+    for name, run in sorted(runs.items()):
+        changed = [esc(t, 200) for t in run.get("new_failures", []) + run.get("changed", [])]
+        rows.append([esc(name, 80)] + [esc(str(run["counts"].get(f, "?"))) for f in fields]
+                    + ["; ".join(changed) or "none"])
+    lines.append(raw(html_table(["FastAPI " + esc(data.get("base", {}).get("fastapi", "?")),
+                                 *fields, "tests whose outcome changed"], rows)))
+    lines += ["", "Measured by `python -m bgmatrix.candidates --regression` (FastAPI's `tests/` "
+              "from its source distribution, with its `tests` group and `[all]` extras).", ""]
+    return lines
 
 
 def _test_index(result: dict, clause_id: str) -> int:
