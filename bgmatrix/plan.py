@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from bgmatrix.index import IndexUnavailable, Release, fetch_releases, make_client, one_line
+from bgmatrix.results import write_text_atomic
 
 Cell = dict[str, Any]
 
@@ -448,20 +448,7 @@ def write_plan(plan: dict[str, Any], path: os.PathLike | str) -> bool:
     try:
         if target.exists() and target.read_text(encoding="utf-8") == text:
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
-        )
-        try:
-            with handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(handle.name, 0o644)  # temp files are private; the plan is not
-            os.replace(handle.name, target)
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
+        write_text_atomic(target, text)
     except OSError as exc:
         raise PlanError(f"{path}: cannot write: {one_line(exc)}") from None
     return True
