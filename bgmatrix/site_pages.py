@@ -445,6 +445,7 @@ def clause_page(
                                  f" returns to an earlier behaviour in {flipped}.",
                                  class_="bgm-flip")))
         lines.append(raw(timeline_table(snapshot, timeline, root)))
+    lines += wire_rows(snapshot, clause, root)
     candidates = snapshot.cells("candidate")
     if candidates:
         lines += ["## Candidates", ""]
@@ -452,6 +453,35 @@ def clause_page(
                  outcome_html(model.outcome(r, clause.id))] for r in candidates]
         lines.append(raw(html_table(["Candidate", "Behaviour (verdict)"], rows)))
     return "\n".join(lines) + "\n"
+
+
+def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
+    """The clause as a real client saw it (wire mode), beside the raw-ASGI verdict, for every
+    cell that has wire evidence of it; disagreements first."""
+    from bgmatrix.wire import disagreements
+
+    rows = []
+    for result in snapshot.cells():
+        wire = (result.get("wire") or {}).get("clauses", {}).get(clause.id)
+        if wire is None:
+            continue
+        mine = result["clauses"].get(clause.id, {})
+        differ = disagreements({clause.id: mine}, {clause.id: wire})
+        flag = f"disagree ({esc(differ[0].get('kind', ''))})" if differ else (
+            "agree" if mine.get("verdict") == wire["verdict"] else "—")
+        raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
+        rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
+                                       version_text(result["cell"])),
+                                  esc(raw_text, 160),
+                                  esc(f"{wire['verdict']} · {wire['label']}", 160), flag]))
+    if not rows:
+        return []
+    rows.sort(key=lambda r: r[0])  # stable: disagreements first, then release order
+    return ["## On the wire", "",
+            "Re-observed through the cell's period-correct uvicorn on 127.0.0.1 with an httpx "
+            "client (wire mode); the raw-ASGI verdict stays the verdict of record.", "",
+            raw(tag("div", html_table(["Cell", "Raw ASGI", "Wire", ""], [r for _, r in rows]),
+                    class_="bgm-scroll")), ""]
 
 
 def clauses_index(snapshot: model.Snapshot) -> str:
