@@ -574,13 +574,7 @@ def run_fastapi_suite(python: Path, tree: Path, wheel: Path, label: str,
               "--reinstall", str(wheel)], f"installing the {label} wheel")
     junit = CACHE_DIR / "regression" / f"{label}.xml"
     junit.unlink(missing_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-    }
+    env = cell.child_env(LANG="C.UTF-8")
     # The tests import FastAPI from the tree they run in: the same code as the wheel.
     cmd = [str(python), "-m", "pytest", *suite_command(tree, junit, only)]
     try:

@@ -242,16 +242,23 @@ def freeze(python: Path) -> dict[str, str]:
     return packages
 
 
-def run_suite(python: Path, cell: dict, out_file: Path) -> tuple[int, list[dict], dict]:
-    """Run tests/spec in the cell; return pytest's exit code, the records and the session."""
-    out_file.unlink(missing_ok=True)
+def child_env(**extra: str) -> dict[str, str]:
+    """A minimal, reproducible environment for a test run inside a cell: nothing of the
+    host's leaks in but PATH and HOME; no bytecode files; a fixed hash seed."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0",
-        "BGMATRIX_KIND": cell["kind"],
     }
+    env.update(extra)
+    return env
+
+
+def run_suite(python: Path, cell: dict, out_file: Path) -> tuple[int, list[dict], dict]:
+    """Run tests/spec in the cell; return pytest's exit code, the records and the session."""
+    out_file.unlink(missing_ok=True)
+    env = child_env(BGMATRIX_KIND=cell["kind"])
     if cell["kind"] == "starlette":
         env["BGMATRIX_ONLY_CLAUSES"] = ",".join(clauses.starlette_level())
     cmd = [str(python), "-m", "pytest", "-q", "-c", str(SUITE_DIR / "pytest.ini"),

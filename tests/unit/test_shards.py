@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bgmatrix import cell, sessions, shards, snapshot, sweep
+from bgmatrix import sessions, shards, snapshot, sweep
 from tests.unit.test_results import sample
 
 CELLS = [
@@ -26,21 +26,6 @@ def plan_file(tmp_path):
     path.write_text(json.dumps({"schema": sessions.PLAN_SCHEMA, "cells": CELLS}))
     return path
 
-
-@pytest.fixture
-def fake_runs(monkeypatch, tmp_path):
-    runs: list[str] = []
-
-    def run_cell(c, install=None):
-        runs.append(c["id"])
-        data = sample(c["id"])
-        data["cell"].update({k: c[k] for k in ("fastapi", "starlette", "python", "cutoff")})
-        data["provenance"].update(suite_hash=cell.suite_hash(), finished="2026-11-29T10:00:00Z")
-        return data
-
-    monkeypatch.setattr(cell, "run_cell", run_cell)
-    monkeypatch.setattr(cell, "WORK_DIR", tmp_path / "work")
-    return runs
 
 
 def shards_main(plan_file, *args):

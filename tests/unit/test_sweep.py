@@ -6,7 +6,6 @@ import threading
 import pytest
 
 from bgmatrix import cell, sweep
-from tests.unit.test_results import sample
 
 CELLS = [
     {"id": f"fa-1.0.{i}_st-1.0.0_py3.11", "kind": "fastapi", "fastapi": f"1.0.{i}",
@@ -15,21 +14,6 @@ CELLS = [
     for i in range(4)
 ]
 
-
-@pytest.fixture
-def fake_runs(monkeypatch, tmp_path):
-    runs: list[str] = []
-
-    def run_cell(c, install=None):
-        runs.append(c["id"])
-        data = sample(c["id"])
-        data["cell"].update({k: c[k] for k in ("fastapi", "starlette", "python", "cutoff")})
-        data["provenance"]["suite_hash"] = cell.suite_hash()
-        return data
-
-    monkeypatch.setattr(cell, "run_cell", run_cell)
-    monkeypatch.setattr(cell, "WORK_DIR", tmp_path / "work")
-    return runs
 
 
 def test_current_cells_are_skipped_and_force_reruns(fake_runs, tmp_path):
