@@ -17,7 +17,7 @@ from pathlib import Path
 import nox
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bgmatrix.sessions import load_cells  # noqa: E402  (stdlib only: nox -l stays offline)
+from bgmatrix.plan.store import load_cells  # noqa: E402  (stdlib only: nox -l stays offline)
 
 nox.needs_version = ">=2024.3.2"
 nox.options.sessions = ["headline", "report"]
@@ -51,7 +51,7 @@ def plan(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def report(session: nox.Session) -> None:
     """Generate the site's pages from spec/ and results/, then build it with mkdocs."""
-    session.run(*HOST, "python", "-m", "bgmatrix.report", *session.posargs, external=True)
+    session.run(*HOST, "python", "-m", "bgmatrix.site.build", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none", default=False)
@@ -71,19 +71,19 @@ def tests(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def watch(session: nox.Session) -> None:
     """Look for releases newer than the plan, run their cells, summarise changed behaviour."""
-    session.run(*HOST, "python", "-m", "bgmatrix.watch", *session.posargs, external=True)
+    session.run(*HOST, "python", "-m", "bgmatrix.run.watch", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none", default=False)
 def shard(session: nox.Session) -> None:
     """Run CI's shard K of N locally (-- run K N --out DIR), or merge shards (-- merge ...)."""
-    session.run(*HOST, "python", "-m", "bgmatrix.shards", *session.posargs, external=True)
+    session.run(*HOST, "python", "-m", "bgmatrix.run.shards", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none", default=False)
 def candidate(session: nox.Session) -> None:
     """Run the candidate resolutions (or -- NAME, PATH, wheel, sdist, git+URL) in the suite."""
-    session.run(*HOST, "python", "-m", "bgmatrix.candidates", *session.posargs, external=True)
+    session.run(*HOST, "python", "-m", "bgmatrix.run.candidates", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none", default=False)

@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bgmatrix import results, sessions
-from bgmatrix.clauses import SpecError
+from bgmatrix import results
+from bgmatrix.plan import store
+from bgmatrix.spec import SpecError
 
 USAGE_ERROR = 2
 
@@ -51,9 +52,9 @@ def select(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bgmatrix import sweep  # imported here: `show` and errors stay fast
+    from bgmatrix.run import sweep  # imported here: `show` and errors stay fast
 
-    cells = select(sessions.load_cells(), args.targets, args.tag, args.all)
+    cells = select(store.load_cells(), args.targets, args.tag, args.all)
     if not cells:
         raise UsageError("name a cell, fastapi==X, starlette==X, --tag T or --all")
     folder = Path(args.results)
@@ -92,9 +93,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bgmatrix import plan
+    from bgmatrix.plan import planner
 
-    return plan.main(args.rest)
+    return planner.main(args.rest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,13 +122,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plan"]:  # the planner owns its options (--out ...)
-        from bgmatrix import plan
+        from bgmatrix.plan import planner
 
-        return plan.main(argv[1:])
+        return planner.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, sessions.PlanFileError, results.ResultError, SpecError) as exc:
+    except (UsageError, store.PlanFileError, results.ResultError, SpecError) as exc:
         print(f"bgmatrix: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jsonschema
 
-from bgmatrix.clauses import ROOT, Clause
+from bgmatrix.spec import ROOT, Clause
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = ROOT / "schema" / "result.schema.json"

@@ -3,7 +3,8 @@
     uv run python scripts/benchmark.py [--repeat 3]
 
 On the same five cells, in one run:
-  (a) bgmatrix: ``bgmatrix.cell.run_cell`` (fresh uv venv, period-correct install, suite tools,
+  (a) bgmatrix: ``bgmatrix.run.runner.run_cell`` (fresh uv venv, period-correct install, suite
+  tools,
       import probe, freeze, the spec suite);
   (b) the obvious alternative: a plain nox session per version with nox's default
       virtualenv+pip backend installing the pair and pytest, then running the same suite;
@@ -28,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bgmatrix import cell, interpreters, sessions  # noqa: E402
+from bgmatrix.plan import store  # noqa: E402
+from bgmatrix.run import interpreters, runner  # noqa: E402
 
 #: Headline cells on Python 3.9+: the current virtualenv (nox's default backend) can no longer
 #: seed a Python 3.8 environment, so the alternative could not run the 3.8 cells at all.
@@ -48,7 +50,7 @@ def timed(fn) -> float:
 
 
 def ours(c: dict) -> None:
-    result = cell.run_cell(c)
+    result = runner.run_cell(c)
     if result["state"] != "ok":
         raise SystemExit(f"{c['id']}: {result['state']}: {result['message']}")
 
@@ -62,7 +64,7 @@ def plain_nox(c: dict, work: Path) -> None:
         def cell(session):
             session.install("fastapi=={c['fastapi']}", "starlette=={c['starlette']}",
                             "pytest==8.3.5")
-            suite = {str(cell.SUITE_DIR)!r}
+            suite = {str(runner.SUITE_DIR)!r}
             session.run("python", "-m", "pytest", "-q", "-c", suite + "/pytest.ini",
                         "--rootdir", suite, suite)
     """))
@@ -74,12 +76,12 @@ def plain_nox(c: dict, work: Path) -> None:
 def floor(c: dict, work: Path) -> None:
     env_dir = work / "floor"
     shutil.rmtree(env_dir, ignore_errors=True)
-    env = cell.uv_env()
+    env = runner.uv_env()
     subprocess.run(["uv", "venv", "-q", "-p", str(interpreters.find(c["python"])), str(env_dir)],
                    check=True, env=env)
     subprocess.run(["uv", "pip", "install", "-q", "--python", str(env_dir / "bin/python"),
                     "--exclude-newer", c["cutoff"], "--exclude-newer-package", "fastapi=false",
-                    "--exclude-newer-package", "starlette=false", *cell.requirements(c)],
+                    "--exclude-newer-package", "starlette=false", *runner.requirements(c)],
                    check=True, env=env)
     subprocess.run([str(env_dir / "bin/python"), "-c", "import fastapi"], check=True)
 
@@ -88,7 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    plan = {c["id"]: c for c in sessions.load_cells()}
+    plan = {c["id"]: c for c in store.load_cells()}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

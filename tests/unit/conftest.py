@@ -12,7 +12,7 @@ sys.path.insert(0, str(SPEC_SUITE))
 @pytest.fixture
 def fake_runs(monkeypatch, tmp_path):
     """Replace the cell runner by one that returns a valid result at once; list the runs."""
-    from bgmatrix import cell
+    from bgmatrix.run import runner
     from tests.unit.test_results import sample
 
     runs: list[str] = []
@@ -21,9 +21,9 @@ def fake_runs(monkeypatch, tmp_path):
         runs.append(c["id"])
         data = sample(c["id"])
         data["cell"].update({k: c[k] for k in ("fastapi", "starlette", "python", "cutoff")})
-        data["provenance"].update(suite_hash=cell.suite_hash(), finished="2026-11-29T10:00:00Z")
+        data["provenance"].update(suite_hash=runner.suite_hash(), finished="2026-11-29T10:00:00Z")
         return data
 
-    monkeypatch.setattr(cell, "run_cell", run_cell)
-    monkeypatch.setattr(cell, "WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "WORK_DIR", tmp_path / "work")
     return runs

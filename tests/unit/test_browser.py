@@ -24,9 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from bgmatrix import cite, report
-from bgmatrix import report_model as model
-from bgmatrix.clauses import ROOT
+from bgmatrix.site import build, cite, model
+from bgmatrix.spec import ROOT
 from tests.unit.test_report import synthetic_results, write_results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -62,9 +61,9 @@ def built(tmp_path_factory) -> tuple[Path, model.Snapshot]:
         results_dir = write_results(tmp / "results", synthetic_results(stride=9, fail_every=11))
     site = tmp / "site"
     (tmp / "previous").mkdir()
-    code = report.main(["--results", str(results_dir), "--out", str(tmp / "gen"),
+    code = build.main(["--results", str(results_dir), "--out", str(tmp / "gen"),
                         "--site-dir", str(site), "--previous", str(tmp / "previous")])
-    assert code == 0, "the report failed; run python -m bgmatrix.report for the message"
+    assert code == 0, "the report failed; run python -m bgmatrix.site.build for the message"
     return site, model.load_snapshot(results_dir)
 
 

@@ -12,14 +12,15 @@ import zipfile
 
 import pytest
 
-from bgmatrix import candidates, cell, results
-from bgmatrix.clauses import ROOT
+from bgmatrix import results
+from bgmatrix.run import candidates, runner
+from bgmatrix.spec import ROOT
 
 EXPECTED = ["merge-injected-first-in-place", "merge-response-first", "recommended", "warn"]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "bgmatrix.candidates", *args],
+    return subprocess.run([sys.executable, "-m", "bgmatrix.run.candidates", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
@@ -95,7 +96,7 @@ def test_candidate_cells_fit_the_result_schema(base, tmp_path):
     assert c["cutoff"] == base.cutoff
     provenance = {"spec_version": "0", "suite_hash": "0", "tools": {}, "started": "",
                   "finished": ""}
-    results.validate(cell.result_for(c, "install-error", "why", provenance), "candidate")
+    results.validate(runner.result_for(c, "install-error", "why", provenance), "candidate")
     foreign = candidates.candidate_cell(
         candidates.Build("fastapi@my branch", tmp_path / "x.whl", "0.200.0", False), base)
     assert foreign["id"] == "candidate-fastapi-my-branch_py3.11"

@@ -4,16 +4,18 @@ import json
 
 import pytest
 
-from bgmatrix import cell, clauses, results, sessions
+from bgmatrix import results, spec
+from bgmatrix.plan import store
+from bgmatrix.run import runner
 
 
 def planned(predicate):
-    return next(c for c in sessions.load_cells() if predicate(c))
+    return next(c for c in store.load_cells() if predicate(c))
 
 
 def test_a_missing_interpreter_is_a_recorded_state():
     fake = dict(planned(lambda c: c["kind"] == "fastapi"), python="3.99", id="fa-x_py3.99")
-    result = cell.run_cell(fake)
+    result = runner.run_cell(fake)
     assert result["state"] == "no-interpreter"
     assert "no CPython 3.99" in result["message"]
     assert result["clauses"] == {}
@@ -22,7 +24,7 @@ def test_a_missing_interpreter_is_a_recorded_state():
 @pytest.mark.live
 def test_a_release_that_does_not_install_is_a_recorded_state():
     fake = dict(planned(lambda c: c["kind"] == "fastapi"), fastapi="0.0.0", id="fa-0.0.0")
-    result = cell.run_cell(fake)
+    result = runner.run_cell(fake)
     assert result["state"] == "install-error"
     assert "fastapi" in result["message"]
     assert "http" not in result["message"]  # addresses (host names) are redacted
@@ -33,11 +35,11 @@ def test_newest_release_runs_the_whole_suite_twice_with_identical_observations()
     """Live: install the newest FastAPI release and run every spec test in it, twice."""
     newest = planned(lambda c: c["kind"] == "fastapi" and "headline" in c["tags"]
                      and c["python"] == "3.11" and c["fastapi"] == max_fastapi())
-    first, second = cell.run_cell(newest), cell.run_cell(newest)
+    first, second = runner.run_cell(newest), runner.run_cell(newest)
     assert first["state"] == "ok", first["message"]
     results.validate(first, "live")
     graded = first["clauses"]
-    assert set(graded) == {c.id for c in clauses.load()}
+    assert set(graded) == {c.id for c in spec.load()}
     assert all(v["verdict"] in ("conforms", "deviates", "n/a") for v in graded.values()), {
         k: v for k, v in graded.items() if v["verdict"] not in ("conforms", "deviates", "n/a")}
     assert all(v.get("reason") for v in graded.values() if v["verdict"] == "n/a")
@@ -49,4 +51,4 @@ def test_newest_release_runs_the_whole_suite_twice_with_identical_observations()
 def max_fastapi():
     from packaging.version import Version
 
-    return str(max(Version(c["fastapi"]) for c in sessions.load_cells() if c.get("fastapi")))
+    return str(max(Version(c["fastapi"]) for c in store.load_cells() if c.get("fastapi")))

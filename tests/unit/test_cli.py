@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from bgmatrix import cli, sessions
-from bgmatrix.clauses import ROOT
+from bgmatrix import cli
+from bgmatrix.plan import store
+from bgmatrix.spec import ROOT
 
 
 def bgmatrix(*args, cwd=ROOT):
@@ -48,13 +49,13 @@ def test_a_missing_or_corrupt_plan_is_one_line(tmp_path, content, says):
     path = tmp_path / "plan.json"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(sessions.PlanFileError, match=says) as err:
-        sessions.load_cells(path)
+    with pytest.raises(store.PlanFileError, match=says) as err:
+        store.load_cells(path)
     assert "\n" not in str(err.value)
 
 
 def test_selection_by_release_and_tag():
-    cells = sessions.load_cells()
+    cells = store.load_cells()
     newest = cells[[c["kind"] for c in cells].index("starlette") - 1]["fastapi"]
     picked = cli.select(cells, [f"fastapi=={newest}"], [])
     assert picked and all(c["fastapi"] == newest for c in picked)

@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-from bgmatrix import clauses
+from bgmatrix import spec
 
 SUITE = Path(__file__).resolve().parent.parent / "spec"
 
@@ -28,19 +28,19 @@ def marked_clauses() -> dict[str, list[str]]:
 
 
 def test_the_spec_parses_into_unique_clauses():
-    ids = [c.id for c in clauses.load()]
+    ids = [c.id for c in spec.load()]
     assert len(ids) == len(set(ids)) > 0
-    assert clauses.spec_version().count(".") == 2
+    assert spec.spec_version().count(".") == 2
 
 
 def test_every_clause_has_a_test():
     tested = {cid for ids in marked_clauses().values() for cid in ids}
-    untested = [c.id for c in clauses.load() if c.id not in tested]
+    untested = [c.id for c in spec.load() if c.id not in tested]
     assert not untested, f"clauses without a test: {untested}"
 
 
 def test_every_test_names_known_clauses():
-    known = set(clauses.by_id())
+    known = set(spec.by_id())
     unknown = {t: ids for t, ids in marked_clauses().items() if set(ids) - known}
     assert not unknown, f"tests naming unknown clauses: {unknown}"
 
@@ -56,8 +56,8 @@ def test_every_spec_test_is_marked():
 
 def test_a_clause_without_a_test_is_caught(tmp_path):
     """The check itself can fail: a spec with an extra clause has an untested clause."""
-    for chapter in clauses.CHAPTERS:
-        text = (clauses.SPEC_DIR / f"{chapter}.md").read_text(encoding="utf-8")
+    for chapter in spec.CHAPTERS:
+        text = (spec.SPEC_DIR / f"{chapter}.md").read_text(encoding="utf-8")
         (tmp_path / f"{chapter}.md").write_text(text, encoding="utf-8")
     (tmp_path / "index.md").write_text("Spec version: 9.9.9\n", encoding="utf-8")
     extra = (
@@ -67,4 +67,4 @@ def test_a_clause_without_a_test_is_caught(tmp_path):
     with open(tmp_path / "resolution.md", "a", encoding="utf-8") as fh:
         fh.write(extra)
     tested = {cid for ids in marked_clauses().values() for cid in ids}
-    assert "ZZZ-1" in {c.id for c in clauses.load(tmp_path)} - tested
+    assert "ZZZ-1" in {c.id for c in spec.load(tmp_path)} - tested

@@ -31,8 +31,11 @@ from pathlib import Path
 
 import pytest
 
-from bgmatrix import cell, cli, report, results, sessions, sweep
-from bgmatrix.clauses import ROOT
+from bgmatrix import cli, results
+from bgmatrix.plan import store
+from bgmatrix.run import runner, sweep
+from bgmatrix.site import build
+from bgmatrix.spec import ROOT
 from tests.unit.faults import offline, suites, wheels
 from tests.unit.faults.offline import PYTHON, Runner, World, starlette_cell, wait_until
 
@@ -49,7 +52,7 @@ def world(tmp_path) -> World:
 
 @pytest.fixture
 def inproc(world, monkeypatch) -> World:
-    """The same world for cell.run_cell / sweep.sweep called in this process."""
+    """The same world for runner.run_cell / sweep.sweep called in this process."""
     world.enter(monkeypatch)
     return world
 
@@ -63,7 +66,7 @@ def marker(c: dict) -> tuple[str, str]:
 def planned_cells(n: int) -> list[dict]:
     """``n`` planned cells on the host's Python whose marker releases differ, Starlette-only
     ones first (one fake wheel each)."""
-    pool = [c for c in sessions.load_cells() if c["python"] == PYTHON]
+    pool = [c for c in store.load_cells() if c["python"] == PYTHON]
     pool.sort(key=lambda c: c["kind"] != "starlette")
     chosen, seen = [], set()
     for c in pool:
@@ -148,7 +151,7 @@ def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> int:
         plan.write_text(json.dumps({"schema": 1, "cells": cells, "fastapi": [],
                                     "starlette": []}))
         extra = ("--plan", str(plan), *extra)
-    return report.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
+    return build.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
                         "--site-dir", str(tmp_path / "site"), "--previous",
                         str(tmp_path / "none"), *extra])
 
@@ -277,12 +280,12 @@ BROKEN = {  # expected state: (cell, what the fake release does)
 def test_broken_releases_are_recorded_states_and_the_sweep_goes_on(inproc, monkeypatch,
                                                                      tmp_path):
     # Short enough for the hanging release, long enough for the others on a busy machine.
-    read = subprocess.run([sys.executable, "-c", "from bgmatrix import cell; "
-                           "print(cell.SUITE_TIMEOUT)"], capture_output=True, text=True,
+    read = subprocess.run([sys.executable, "-c", "from bgmatrix.run import runner; "
+                           "print(runner.SUITE_TIMEOUT)"], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "BGMATRIX_SUITE_TIMEOUT": "10"},
                           timeout=60)
     assert read.stdout.strip() == "10", read.stderr
-    monkeypatch.setattr(cell, "SUITE_TIMEOUT", 10)  # what BGMATRIX_SUITE_TIMEOUT=10 sets
+    monkeypatch.setattr(runner, "SUITE_TIMEOUT", 10)  # what BGMATRIX_SUITE_TIMEOUT=10 sets
     for c, behaviour in BROKEN.values():
         if behaviour is not None:
             if "gate" in behaviour:
@@ -325,19 +328,19 @@ def test_broken_releases_are_recorded_states_and_the_sweep_goes_on(inproc, monke
 
 
 def test_an_import_that_never_returns_is_a_timeout_not_a_crash(inproc, monkeypatch):
-    monkeypatch.setattr(cell, "SUITE_TIMEOUT", 2)
+    monkeypatch.setattr(runner, "SUITE_TIMEOUT", 2)
     c = starlette_cell("st-0.0.6_py3.11", "0.0.6")
     wheels.fake_release(inproc.links, "starlette", "0.0.6", inproc.log,
                         gate=inproc.gate("never"), block_in=("suite", "probe"))
     real_run = subprocess.run
 
     def probe_capped(cmd, *args, **kwargs):  # the probe's 120 s budget, cut to 3 s
-        if cell._PROBE in cmd:
+        if runner._PROBE in cmd:
             kwargs["timeout"] = 3
         return real_run(cmd, *args, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", probe_capped)
-    result = cell.run_cell(c)
+    result = runner.run_cell(c)
     assert result["state"] in ("timeout", "import-error")
 
 
@@ -349,9 +352,9 @@ def scenarios(tmp_path_factory):
     """tests/spec's recorder run on the fault scenarios, as run_suite runs a cell's suite."""
     folder = suites.scenario_suite(tmp_path_factory.mktemp("scenarios"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cell, "SUITE_DIR", folder)
+        mp.setattr(runner, "SUITE_DIR", folder)
         started = time.monotonic()
-        rc, records, session = cell.run_suite(
+        rc, records, session = runner.run_suite(
             Path(sys.executable), {"id": "faults", "kind": "fastapi"}, folder / "records.jsonl")
         elapsed = time.monotonic() - started
     return {"rc": rc, "records": {r["test"].split("::")[-1]: r for r in records},
@@ -368,7 +371,7 @@ def test_a_background_task_that_never_returns_is_a_recorded_timeout(scenarios):
         assert scenarios["records"][name]["error"] == "scenario did not finish within 1s"
     assert scenarios["session"]["exitstatus"] == scenarios["rc"] == 1  # the hostile test
     assert scenarios["elapsed"] < 30, scenarios["session"]["output"][-2000:]
-    result = cell.result_for({"id": "faults", "kind": "fastapi", "python": PYTHON}, "ok", None,
+    result = runner.result_for({"id": "faults", "kind": "fastapi", "python": PYTHON}, "ok", None,
                              {"spec_version": "x", "suite_hash": "x", "tools": {},
                               "started": "s", "finished": "f"},
                              list(scenarios["records"].values()))
@@ -381,13 +384,13 @@ def test_hostile_evidence_is_intact_in_the_raw_result_and_escaped_on_the_site(sc
     c = {"id": "fa-9.9.9_st-9.9.9_py3.11", "kind": "fastapi", "fastapi": "9.9.9",
          "starlette": "9.9.9", "python": PYTHON, "cutoff": None, "in_declared_range": True}
     records = list(scenarios["records"].values())
-    state, message = cell._suite_state(scenarios["rc"], records, scenarios["session"])
+    state, message = runner._suite_state(scenarios["rc"], records, scenarios["session"])
     # The cell's message is the tail of a megabyte: it still ends by naming the exception.
     assert state == "harness-error" and message.rstrip().endswith("ValueError")
     assert len(message) <= 3001 and message.startswith("…")
     folder = tmp_path / "results"
     path = folder / f"{c['id']}.json"
-    results.write(path, cell.result_for(c, state, message, cell.base_provenance(), records))
+    results.write(path, runner.result_for(c, state, message, runner.base_provenance(), records))
     assert path.read_bytes().isascii()
     raw = {t["test"].split("::")[-1]: t for t in results.load(path)["tests"]}
     hostile = suites.HOSTILE
@@ -403,7 +406,7 @@ def test_hostile_evidence_is_intact_in_the_raw_result_and_escaped_on_the_site(sc
     pages = sorted(site.rglob("*.html"))
     for page in pages:
         text = page.read_text(encoding="utf-8")  # strict: no lone surrogate got through
-        assert page.stat().st_size < report.PAGE_LIMIT, page
+        assert page.stat().st_size < build.PAGE_LIMIT, page
         for raw_markup in ("<script>alert(", "<img src=x", "\x00", "\x1b", "\u202e"):
             assert raw_markup not in text, (page, raw_markup)
     page = visible(site / "cells" / f"{c['id']}.html")
@@ -425,9 +428,9 @@ BAD_ARGUMENTS = [
      "starlette 0.0.0 is not a planned release", True),
     ("unknown-cell", ["-m", "bgmatrix", "run", "st-0.0.0_py3.11", "--results", "{tmp}/out"],
      "unknown cell 'st-0.0.0_py3.11'", True),
-    ("bad-candidate-path", ["-m", "bgmatrix.candidates", "/nonexistent", "--results",
+    ("bad-candidate-path", ["-m", "bgmatrix.run.candidates", "/nonexistent", "--results",
                             "{tmp}/out"], "no such file or directory", True),
-    ("unknown-clause", ["-m", "bgmatrix.cite", "NOPE-1"], "unknown clause 'NOPE-1'", True),
+    ("unknown-clause", ["-m", "bgmatrix.site.cite", "NOPE-1"], "unknown clause 'NOPE-1'", True),
     ("unknown-session", ["nox", "-s", "no-such-session"], "no-such-session", False),
 ]
 
@@ -525,7 +528,7 @@ def test_bad_result_files_stop_the_report_and_leave_the_previous_site(tmp_path, 
 def test_results_the_plan_contradicts_are_not_published(contradiction, tmp_path, capsys):
     from tests.unit.test_report import conflict, make_result
 
-    planned = next(c for c in sessions.load_cells() if c["kind"] == "fastapi")
+    planned = next(c for c in store.load_cells() if c["kind"] == "fastapi")
     cid = planned["id"]
     data = make_result(cid, fastapi=planned["fastapi"], starlette=planned["starlette"],
                        python=planned["python"], outcomes=conflict("drop"))
@@ -539,7 +542,7 @@ def test_results_the_plan_contradicts_are_not_published(contradiction, tmp_path,
         data["cell"]["fastapi"] = data["provenance"]["fastapi"] = "0.0.2"
     folder = tmp_path / "results"
     results.write(folder / f"{cid}.json", data)
-    assert build_site(tmp_path, folder, "--no-build", "--plan", str(sessions.PLAN_PATH)) == 2
+    assert build_site(tmp_path, folder, "--no-build", "--plan", str(store.PLAN_PATH)) == 2
     assert f"{cid}.json" in capsys.readouterr().err
     assert not (tmp_path / "gen").exists()
 
@@ -571,7 +574,7 @@ def test_watch_without_network_says_the_index_could_not_be_reached(project, tmp_
     before = plan.read_bytes()
     summary = tmp_path / "summary.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "bgmatrix.watch", "--results", str(tmp_path / "results"),
+        [sys.executable, "-m", "bgmatrix.run.watch", "--results", str(tmp_path / "results"),
          "--summary", str(summary)],
         capture_output=True, text=True, cwd=project,
         env=offline.dead_network_env(tmp_path, in_project(project)), timeout=120)
@@ -583,14 +586,14 @@ def test_watch_without_network_says_the_index_could_not_be_reached(project, tmp_
 
 
 def test_a_cell_install_without_network_says_the_index_is_unreachable(world, monkeypatch):
-    monkeypatch.setattr(cell, "WORK_DIR", world.work)
+    monkeypatch.setattr(runner, "WORK_DIR", world.work)
     for key in list(os.environ):
         if key.startswith("UV_") or key.upper() == "NO_PROXY":
             monkeypatch.delenv(key)
     for key, value in offline.dead_network_env(world.root, {}).items():
         monkeypatch.setenv(key, value)
     c = dict(starlette_cell("st-0.27.0_py3.11", "0.27.0"), cutoff="2024-01-01T00:00:00Z")
-    result = cell.run_cell(c)
+    result = runner.run_cell(c)
     assert result["state"] == "install-error"
     assert result["message"].startswith("package index unreachable: "), result["message"]
     assert "connect" in result["message"].lower()  # uv's own words are kept

@@ -1,4 +1,5 @@
-"""Unit tests of the release planner (bgmatrix.plan) and its index reader (bgmatrix.index).
+"""Unit tests of the release planner (bgmatrix.plan.planner) and its index reader
+(bgmatrix.plan.index).
 
 All data is hand-written (tests/unit/fixtures/plan/) or built in memory: no network.
 """
@@ -18,9 +19,9 @@ import requests
 from packaging.version import Version
 from pypi_simple import DistributionPackage, ProjectPage
 
-from bgmatrix import index, plan
-from bgmatrix.index import IndexUnavailable, Release
-from bgmatrix.plan import PlanError, build_plan, load_plan, render, write_plan
+from bgmatrix.plan import index, planner
+from bgmatrix.plan.index import IndexUnavailable, Release
+from bgmatrix.plan.planner import PlanError, build_plan, load_plan, render, write_plan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plan"
 
@@ -141,7 +142,7 @@ def test_no_fitting_interpreter_is_a_visible_note():
     fastapi = [Release("0.10.0", "2019-03-29T10:00:00Z", ">=3.99", False, ("starlette",))]
     starlette = [Release("0.11.1", "2019-02-19T12:00:00Z", ">=3.6")]
     (only,) = [c for c in build_plan(fastapi, starlette)["cells"] if c["kind"] == "fastapi"]
-    assert only["python"] == plan.PYTHONS[-1]
+    assert only["python"] == planner.PYTHONS[-1]
     assert "no target interpreter fits" in only["note"]
 
 
@@ -166,7 +167,7 @@ def test_null_starlette_cell_cutoff_uses_fastapi_alone(built):
 def test_cells_are_sorted_and_ids_unique(built):
     ids = [c["id"] for c in built["cells"]]
     assert len(ids) == len(set(ids)) == 18
-    assert ids == [c["id"] for c in sorted(built["cells"], key=plan.cell_sort_key)]
+    assert ids == [c["id"] for c in sorted(built["cells"], key=planner.cell_sort_key)]
     kinds = [c["kind"] for c in built["cells"]]
     assert kinds == sorted(kinds)
     # Versions compare as versions, not strings: 0.10.0 before 0.23.0 before 0.106.0.
@@ -210,21 +211,21 @@ def test_line_era_python_and_kind_tags(built):
     ],
 )
 def test_era_for(version, era):
-    assert plan.era_for(version) == era
+    assert planner.era_for(version) == era
 
 
 def test_tables_are_ordered_and_single_sourced():
-    firsts = [Version(v) for _, v in plan.ERAS]
+    firsts = [Version(v) for _, v in planner.ERAS]
     assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
-    assert plan.ERAS[0][1] == plan.FASTAPI_FLOOR
-    fixed = [Version(v) for v in plan.HEADLINE_FASTAPI if v != plan.NEWEST]
+    assert planner.ERAS[0][1] == planner.FASTAPI_FLOOR
+    fixed = [Version(v) for v in planner.HEADLINE_FASTAPI if v != planner.NEWEST]
     assert fixed == sorted(fixed)
 
 
 def test_minor_line():
-    assert plan.minor_line("0.110.3") == "0.110"
-    assert plan.minor_line("0.26.0.post1") == "0.26"
-    assert plan.minor_line("1") == "1.0"
+    assert planner.minor_line("0.110.3") == "0.110"
+    assert planner.minor_line("0.26.0.post1") == "0.26"
+    assert planner.minor_line("1") == "1.0"
 
 
 def test_headline_cells(built):
@@ -241,14 +242,14 @@ def test_headline_cells(built):
 
 
 def test_missing_headlines_are_reported(built):
-    missing = plan.missing_headlines(built)
+    missing = planner.missing_headlines(built)
     assert "fastapi 0.22.0" in missing and "starlette 0.15.0" in missing
     assert "fastapi 0.10.0" not in missing
 
 
 def test_shards_round_robin_over_sorted_cells(built):
     shards = [[t for t in c["tags"] if t.startswith("shard-")] for c in built["cells"]]
-    assert shards == [[f"shard-{i % plan.NSHARDS + 1}"] for i in range(len(built["cells"]))]
+    assert shards == [[f"shard-{i % planner.NSHARDS + 1}"] for i in range(len(built["cells"]))]
 
 
 def test_shards_and_bytes_do_not_depend_on_input_order(built):
@@ -278,7 +279,7 @@ def test_failed_write_leaves_previous_file_untouched(built, tmp_path, monkeypatc
     def refuse(*_args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(plan.os, "replace", refuse)
+    monkeypatch.setattr(planner.os, "replace", refuse)
     with pytest.raises(PlanError, match=r"plan\.json: cannot write: OSError: disk full"):
         write_plan(built, path)
     assert path.read_text(encoding="utf-8") == "previous\n"
@@ -493,9 +494,9 @@ def test_failure_during_metadata_download_raises_index_unavailable():
 
 
 def test_main_prints_one_line_and_exits_2_when_index_unreachable(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plan, "make_client", UnreachableClient)
+    monkeypatch.setattr(planner, "make_client", UnreachableClient)
     out = tmp_path / "plan.json"
-    assert plan.main(["--out", str(out)]) == 2
+    assert planner.main(["--out", str(out)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
@@ -504,9 +505,9 @@ def test_main_prints_one_line_and_exits_2_when_index_unreachable(tmp_path, monke
 
 
 def test_main_writes_the_plan_and_summarises(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plan, "make_client", fake_index)
+    monkeypatch.setattr(planner, "make_client", fake_index)
     out = tmp_path / "plan.json"
-    assert plan.main(["--out", str(out)]) == 0
+    assert planner.main(["--out", str(out)]) == 0
     captured = capsys.readouterr()
     # The only FastAPI release is also the newest: one cell per target interpreter.
     assert "1 FastAPI and 2 Starlette releases; 8 cells (6 fastapi, 2 starlette" in captured.out

@@ -17,14 +17,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bgmatrix import cite, clauses, report, report_changes, report_export, report_matrix
-from bgmatrix import report_model as model
-from bgmatrix import results as store
-from bgmatrix.report_markup import clean, esc, json_for_script
+from bgmatrix import results, spec
+from bgmatrix.site import build, changes, cite, exports, matrix, model
+from bgmatrix.site.markup import clean, esc, json_for_script
 
 PLAN = json.loads(model.PLAN_PATH.read_text(encoding="utf-8"))
 PLANNED = {c["id"]: c for c in PLAN["cells"]}  # a synthetic result agrees with its plan cell
-CLAUSE_IDS = [c.id for c in clauses.load()]
+CLAUSE_IDS = [c.id for c in spec.load()]
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic results, valid against schema/result.schema.json (also used by test_browser.py)
@@ -89,7 +88,7 @@ def make_result(
             "python": f"{python}.18", "interpreter": f"/usr/bin/python{python}",
             "fastapi": fastapi, "starlette": starlette,
             "packages": {"fastapi": fastapi or "-", "starlette": starlette or "-"},
-            "suite_tools": ["pytest==8.3.5"], "spec_version": clauses.spec_version(),
+            "suite_tools": ["pytest==8.3.5"], "spec_version": spec.spec_version(),
             "suite_hash": suite_hash, "tools": {"bgmatrix": "0.1.0", "uv": "0.13.9"},
             "platform": "Linux x86_64", "started": finished, "finished": finished,
         },
@@ -146,12 +145,12 @@ def synthetic_results(
 def write_results(folder: Path, found: dict[str, dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for cid, data in found.items():
-        store.write(folder / f"{cid}.json", data)
+        results.write(folder / f"{cid}.json", data)
     return folder
 
 
 def snapshot_of(found: dict[str, dict]) -> model.Snapshot:
-    return model.Snapshot(clauses.load(), found, PLAN, clauses.spec_version())
+    return model.Snapshot(spec.load(), found, PLAN, spec.spec_version())
 
 
 def page(path: Path) -> str:
@@ -159,7 +158,7 @@ def page(path: Path) -> str:
     return html.unescape(path.read_text(encoding="utf-8"))
 
 
-def build(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
+def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
     site = tmp_path / "site"
     (tmp_path / "none").mkdir(exist_ok=True)  # an empty previous snapshot: no git involved
     if "--plan" not in extra:  # synthetic cells (hostile ids...) join the real plan's cells
@@ -173,7 +172,7 @@ def build(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps(dict(PLAN, cells=list(cells.values()))), encoding="utf-8")
         extra = ("--plan", str(plan), *extra)
-    code = report.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
+    code = build.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
                         "--site-dir", str(site), "--previous", str(tmp_path / "none"), *extra])
     return code, site
 
@@ -181,7 +180,7 @@ def build(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
 @pytest.fixture(autouse=True)
 def own_work_dir(tmp_path, monkeypatch):
     """The report remembers validated files under the work folder: keep the tests' apart."""
-    monkeypatch.setattr("bgmatrix.cell.WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr("bgmatrix.run.runner.WORK_DIR", tmp_path / "work")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ def test_snapshot_id_names_the_content():
 def test_outcome_codes_are_unique_per_label():
     outs = [("deviates", "drop"), ("deviates", "data:ran conflict:drop"), ("conforms", "ran"),
             ("n/a", "n/a"), ("install-error", "")]
-    codes = report_matrix.outcome_codes(outs)
+    codes = matrix.outcome_codes(outs)
     assert codes[("deviates", "drop")] == "D"
     assert codes[("deviates", "data:ran conflict:drop")] == "D2"
     assert codes[("install-error", "")] == "IE"
@@ -314,15 +313,15 @@ def test_cite_rejects_an_unknown_clause_or_cell_in_one_line(tmp_path, capsys):
 
 
 def test_the_base_url_has_one_source():
-    config = report.CONFIG.read_text(encoding="utf-8")
+    config = build.CONFIG.read_text(encoding="utf-8")
     assert f"site_url: {cite.base_url()}" in config
-    for path in Path(report.__file__).parent.glob("*.py"):
+    for path in Path(build.__file__).parent.glob("*.py"):
         assert "bgmatrix.example" not in path.read_text(encoding="utf-8"), path
 
 
 def test_the_nav_lists_every_spec_chapter():
-    config = report.CONFIG.read_text(encoding="utf-8")
-    for chapter in ("index", *clauses.CHAPTERS):
+    config = build.CONFIG.read_text(encoding="utf-8")
+    for chapter in ("index", *spec.CHAPTERS):
         assert f"- spec/{chapter}.md" in config
 
 
@@ -332,10 +331,10 @@ def test_the_nav_lists_every_spec_chapter():
 
 def test_exports_match_their_schema_and_each_other():
     snapshot = snapshot_of(synthetic_results(limit=20, fail_every=7))
-    export = report_export.matrix_json(snapshot)
-    schema = json.loads(report_export.SCHEMA_PATH.read_text(encoding="utf-8"))
+    export = exports.matrix_json(snapshot)
+    schema = json.loads(exports.SCHEMA_PATH.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(schema).validate(export)
-    rows = list(csv.DictReader(io.StringIO(report_export.matrix_csv(export))))
+    rows = list(csv.DictReader(io.StringIO(exports.matrix_csv(export))))
     ok = [c for c in export["cells"] if c["state"] == "ok"]
     failed = [c for c in export["cells"] if c["state"] != "ok"]
     assert failed and len(rows) == len(ok) * len(CLAUSE_IDS) + len(failed)
@@ -344,7 +343,7 @@ def test_exports_match_their_schema_and_each_other():
 
 def test_csv_neutralises_formulas():
     found = {"c": make_result("c", outcomes={"ATTACH-3": ("deviates", "=HYPERLINK(1)")})}
-    text = report_export.matrix_csv(report_export.matrix_json(snapshot_of(found)))
+    text = exports.matrix_csv(exports.matrix_json(snapshot_of(found)))
     assert "'=HYPERLINK(1)" in text
 
 
@@ -356,12 +355,12 @@ def test_changes_lists_new_cells_changed_verdicts_and_suite(tmp_path):
     after[second]["provenance"]["suite_hash"] = "feedbeef"
     after[third] = make_result(third, state="timeout", message="slow")
     del before[fourth]
-    previous = report_changes.from_folder(write_results(tmp_path / "before", before))
-    changes = report_changes.compare(previous, snapshot_of(after))
-    assert changes.new == [fourth]
-    assert [(c, k) for c, k, _, _ in changes.verdicts] == [(first, "ATTACH-3")]
-    assert [c for c, _, _ in changes.suite] == [second]
-    assert changes.states == [(third, "ok", "timeout")]
+    previous = changes.from_folder(write_results(tmp_path / "before", before))
+    diff = changes.compare(previous, snapshot_of(after))
+    assert diff.new == [fourth]
+    assert [(c, k) for c, k, _, _ in diff.verdicts] == [(first, "ATTACH-3")]
+    assert [c for c, _, _ in diff.suite] == [second]
+    assert diff.states == [(third, "ok", "timeout")]
 
 
 def test_changes_read_the_committed_results_through_git(tmp_path):
@@ -372,9 +371,9 @@ def test_changes_read_the_committed_results_through_git(tmp_path):
     for args in (["init", "-q"], ["add", "results"],
                  ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "r"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True)
-    previous = report_changes.from_git(repo=repo)
+    previous = changes.from_git(repo=repo)
     assert previous is not None and set(previous.results) == set(synthetic_results(limit=2))
-    assert report_changes.from_git(repo=tmp_path / "nowhere") is None
+    assert changes.from_git(repo=tmp_path / "nowhere") is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def test_changes_read_the_committed_results_through_git(tmp_path):
 
 def test_an_empty_results_folder_builds_and_says_so(tmp_path):
     (tmp_path / "results").mkdir()
-    code, site = build(tmp_path, tmp_path / "results")
+    code, site = build_site(tmp_path, tmp_path / "results")
     assert code == 0
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "No results yet" in home
@@ -393,8 +392,8 @@ def test_an_empty_results_folder_builds_and_says_so(tmp_path):
 def test_a_file_validates_again_whenever_its_bytes_change(tmp_path, monkeypatch):
     folder = write_results(tmp_path / "results", synthetic_results(limit=2))
     calls = []
-    real_load = store.load
-    monkeypatch.setattr(store, "load", lambda p: calls.append(p.name) or real_load(p))
+    real_load = results.load
+    monkeypatch.setattr(results, "load", lambda p: calls.append(p.name) or real_load(p))
     assert len(model.load_results(folder)[0]) == 2 and len(calls) == 2
     assert len(model.load_results(folder)[0]) == 2 and len(calls) == 2  # remembered
     name = sorted(folder.glob("*.json"))[0]
@@ -408,13 +407,13 @@ def test_a_file_validates_again_whenever_its_bytes_change(tmp_path, monkeypatch)
 
 def test_an_invalid_result_stops_the_report_and_keeps_the_old_site(tmp_path, capsys):
     folder = write_results(tmp_path / "results", synthetic_results(limit=3))
-    assert build(tmp_path, folder)[0] == 0
+    assert build_site(tmp_path, folder)[0] == 0
     before = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     (folder / "fa-0.10.1_st-0.11.1_py3.8.json").write_text('{"schema_version": 1, "cell"',
                                                           encoding="utf-8")
     (folder / "broken-utf8.json").write_bytes(b'{"x": "\xff\xfe"}')
     capsys.readouterr()
-    code, site = build(tmp_path, folder)
+    code, site = build_site(tmp_path, folder)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 2
@@ -430,7 +429,7 @@ def test_a_full_build_has_every_page_and_its_data(tmp_path):
         "cand-merge_py3.11", "candidate", "0.165.0", "1.10.0", "3.11",
         conflict("merge"), candidate="merge-without-mutation")
     folder = write_results(tmp_path / "results", found)
-    code, site = build(tmp_path, folder)
+    code, site = build_site(tmp_path, folder)
     assert code == 0
     for cid in found:
         assert (site / "cells" / f"{cid}.html").is_file()
@@ -544,7 +543,7 @@ def test_hostile_evidence_is_shown_as_text_and_never_runs(tmp_path):
     found["fa-evil_st-0.27.0_py3.8"] = make_result(
         "fa-evil_st-0.27.0_py3.8", fastapi=evil_version, outcomes=conflict("drop"))
     folder = write_results(tmp_path / "results", found)
-    code, site = build(tmp_path, folder)
+    code, site = build_site(tmp_path, folder)
     assert code == 0
     pages = sorted(site.rglob("*.html"))
     # The theme's own inline scripts, as on its 404 page (which carries no data of ours):
@@ -559,7 +558,7 @@ def test_hostile_evidence_is_shown_as_text_and_never_runs(tmp_path):
     seen_text = []
     for page in pages:
         html = page.read_text(encoding="utf-8")
-        assert page.stat().st_size < report.PAGE_LIMIT, page
+        assert page.stat().st_size < build.PAGE_LIMIT, page
         # A literal "<" before the payload would make it markup; as text it is harmless.
         for marker in ("<script>alert", "<img src=x", "<svg onload", "<strong>bold-x6"):
             assert marker not in html, (page, marker)
@@ -593,11 +592,11 @@ def test_hostile_evidence_is_shown_as_text_and_never_runs(tmp_path):
 
 def test_hostile_labels_reach_the_matrix_data_inertly():
     snapshot = snapshot_of({"fa-0.106.0_st-0.27.0_py3.8": hostile_result()})
-    data = report_matrix.matrix_data(snapshot)
+    data = matrix.matrix_data(snapshot)
     labels = [o[1] for o in data["outcomes"]]
     assert HOSTILE[0] in labels
     assert "<" not in json_for_script(data)
-    legend = report_matrix.legend_html(data)
+    legend = matrix.legend_html(data)
     assert "<script>" not in legend and clean(HOSTILE[0]) not in legend
 
 
@@ -608,7 +607,7 @@ def test_hostile_labels_reach_the_matrix_data_inertly():
 def full_size_results() -> dict[str, dict]:
     """A result per planned cell, shaped like real ones: a committed FastAPI result (dozens
     of tests, real event logs) cloned into every cell when there is one, else synthetic."""
-    real = [store.load(p) for p in sorted(store.RESULTS_DIR.glob("fa-*.json"))[-1:]]
+    real = [results.load(p) for p in sorted(results.RESULTS_DIR.glob("fa-*.json"))[-1:]]
     real = [r for r in real if r["state"] == "ok"]
     if not real:
         return synthetic_results(fail_every=25)
@@ -634,7 +633,7 @@ def test_a_full_matrix_builds_in_under_30_seconds(tmp_path):
                                  conflict("merge"), candidate=f"variant-{i}")
     folder = write_results(tmp_path / "results", found)
     started, cpu = time.perf_counter(), time.process_time()
-    code, site = build(tmp_path, folder)  # first run: every file is validated
+    code, site = build_site(tmp_path, folder)  # first run: every file is validated
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert code == 0
     largest = max(p.stat().st_size for p in site.rglob("*.html"))
@@ -642,4 +641,4 @@ def test_a_full_matrix_builds_in_under_30_seconds(tmp_path):
           f"load {os.getloadavg()[0]:.1f}, largest page {largest / 1024:.0f} KB")
     # CPU time, not wall time: on a shared machine the wall clock measures the neighbours.
     assert cpu < 30
-    assert largest < report.PAGE_LIMIT
+    assert largest < build.PAGE_LIMIT

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from bgmatrix import cell, clauses, results
+from bgmatrix import results, spec
+from bgmatrix.run import runner
 
 
 def sample(cell_id="fa-1.0.0_st-1.0.0_py3.11", state="ok"):
@@ -17,7 +18,7 @@ def sample(cell_id="fa-1.0.0_st-1.0.0_py3.11", state="ok"):
     }
     prov = {"spec_version": "0.1.0", "suite_hash": "abc", "tools": {}, "started": "s",
             "finished": "f"}
-    return cell.result_for(c, state, None, prov, [record])
+    return runner.result_for(c, state, None, prov, [record])
 
 
 def test_a_built_result_validates_and_round_trips(tmp_path):
@@ -76,10 +77,10 @@ def test_aggregate_worst_outcome_wins():
     rec = {"clauses": ["ATTACH-3"], "verdicts": {}, "outcome": "harness-error", "test": "t1"}
     ok = {"clauses": ["ATTACH-3"], "outcome": "ok", "test": "t2",
           "verdicts": {"ATTACH-3": {"verdict": "conforms", "label": "merge"}}}
-    assert results.aggregate([rec, ok], clauses.load(), "fastapi")["ATTACH-3"]["verdict"] == (
+    assert results.aggregate([rec, ok], spec.load(), "fastapi")["ATTACH-3"]["verdict"] == (
         "harness-error")
     dev = dict(ok, test="t3", verdicts={"ATTACH-3": {"verdict": "deviates", "label": "drop"}})
-    agg = results.aggregate([ok, dev], clauses.load(), "fastapi")["ATTACH-3"]
+    agg = results.aggregate([ok, dev], spec.load(), "fastapi")["ATTACH-3"]
     assert (agg["verdict"], agg["label"]) == ("deviates", "drop; merge")
 
 

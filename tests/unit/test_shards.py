@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-from bgmatrix import sessions, shards, snapshot, sweep
+from bgmatrix import snapshot
+from bgmatrix.plan import store
+from bgmatrix.run import shards, sweep
 from tests.unit.test_results import sample
 
 CELLS = [
@@ -23,7 +25,7 @@ SHARD_2 = [c["id"] for c in CELLS if "shard-2" in c["tags"]]
 @pytest.fixture
 def plan_file(tmp_path):
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps({"schema": sessions.PLAN_SCHEMA, "cells": CELLS}))
+    path.write_text(json.dumps({"schema": store.PLAN_SCHEMA, "cells": CELLS}))
     return path
 
 
@@ -152,7 +154,7 @@ def test_matrix_groups_nox_sessions_by_shard_tag():
 
 
 def test_the_committed_plan_fits_one_matrix_and_every_cell_has_one_job():
-    cells = sessions.load_cells()
+    cells = store.load_cells()
     listing = [{"name": c["id"], "tags": c["tags"]} for c in cells]
     jobs = shards.actions_matrix(listing)
     assert 1 <= len(jobs) <= shards.MAX_JOBS

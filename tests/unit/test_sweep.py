@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from bgmatrix import cell, sweep
+from bgmatrix.run import runner, sweep
 
 CELLS = [
     {"id": f"fa-1.0.{i}_st-1.0.0_py3.11", "kind": "fastapi", "fastapi": f"1.0.{i}",
@@ -27,19 +27,19 @@ def test_current_cells_are_skipped_and_force_reruns(fake_runs, tmp_path):
 
 def test_an_interrupted_sweep_resumes_with_only_unfinished_cells(fake_runs, tmp_path,
                                                                  monkeypatch):
-    real = cell.run_cell
+    real = runner.run_cell
 
     def interrupted(c, install=None):
         if c["id"] == CELLS[2]["id"]:
             raise KeyboardInterrupt
         return real(c)
 
-    monkeypatch.setattr(cell, "run_cell", interrupted)
+    monkeypatch.setattr(runner, "run_cell", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sweep.sweep(CELLS, tmp_path, jobs=1)
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == [c["id"] for c in CELLS[:2]]
     assert not list(tmp_path.glob(".*.tmp"))
-    monkeypatch.setattr(cell, "run_cell", real)
+    monkeypatch.setattr(runner, "run_cell", real)
     fake_runs.clear()
     summary = sweep.sweep(CELLS, tmp_path, jobs=1)
     assert summary.skipped == 2 and fake_runs == [c["id"] for c in CELLS[2:]]
@@ -54,7 +54,7 @@ def test_a_corrupt_result_is_rerun(fake_runs, tmp_path):
 
 
 def test_a_cell_locked_by_another_sweep_is_not_run_twice(fake_runs, tmp_path):
-    held = sweep._Lock(cell.WORK_DIR / "locks", CELLS[0]["id"])
+    held = sweep._Lock(runner.WORK_DIR / "locks", CELLS[0]["id"])
     assert held.acquire()
     try:
         summary = sweep.sweep(CELLS[:2], tmp_path, jobs=2)

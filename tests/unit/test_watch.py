@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from bgmatrix import cell, clauses, results, watch
-from bgmatrix.index import IndexUnavailable, Release
-from bgmatrix.plan import build_plan, load_plan, write_plan
+from bgmatrix import results, spec
+from bgmatrix.plan.index import IndexUnavailable, Release
+from bgmatrix.plan.planner import build_plan, load_plan, write_plan
+from bgmatrix.run import runner, watch
 from tests.unit.test_plan import load_fixture
 
 FASTAPI, STARLETTE = load_fixture()
@@ -46,11 +47,11 @@ def result(c, verdict="conforms", label="merge", state="ok"):
     record = {"test": "tests/spec/test_attachment.py::test_conflict", "clauses": ["ATTACH-3"],
               "outcome": "ok", "error": None, "observations": {},
               "verdicts": {"ATTACH-3": {"verdict": verdict, "label": label}}}
-    prov = {"spec_version": clauses.spec_version(), "suite_hash": cell.suite_hash(),
+    prov = {"spec_version": spec.spec_version(), "suite_hash": runner.suite_hash(),
             "tools": {}, "started": "2026-11-29T10:00:00Z", "finished": "2026-11-29T10:00:05Z"}
     if state != "ok":
-        return cell.result_for(c, state, "ERROR: resolution failed\nno matching wheel", prov)
-    return cell.result_for(c, "ok", None, prov, [record])
+        return runner.result_for(c, state, "ERROR: resolution failed\nno matching wheel", prov)
+    return runner.result_for(c, "ok", None, prov, [record])
 
 
 @pytest.fixture
@@ -69,8 +70,8 @@ def world(tmp_path, monkeypatch):
         runs.append(c["id"])
         return result(c, **outcome)
 
-    monkeypatch.setattr(cell, "run_cell", run_cell)
-    monkeypatch.setattr(cell, "WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "WORK_DIR", tmp_path / "work")
     return plan_path, results_dir, runs, outcome
 
 
@@ -96,7 +97,7 @@ def test_a_new_release_that_changes_a_verdict_exits_1_with_markdown(world, tmp_p
             in markdown)
     assert ("### `fa-0.131.0_st-1.0.0_py3.13` against `fa-0.130.0_st-1.0.0_py3.13`"
             in markdown)
-    title = clauses.by_id()["ATTACH-3"].title
+    title = spec.by_id()["ATTACH-3"].title
     assert f"| **ATTACH-3** {title} | conforms · `merge` | deviates · `drop` |" in markdown
     assert summary.read_text() == markdown
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bgmatrix import cell, sessions, wire
+from bgmatrix.plan import store
+from bgmatrix.run import runner, wire
 
 # -- disagreements() -----------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ def test_label_parts_tell_cases_from_numbered_labels():
 
 
 def test_an_interpreter_that_is_not_there_is_a_recorded_state(tmp_path):
-    planned = next(c for c in sessions.load_cells() if c["kind"] == "fastapi")
+    planned = next(c for c in store.load_cells() if c["kind"] == "fastapi")
     result = wire.observe(tmp_path / "no-python", planned)
     assert result["state"] == "wire-unavailable"
     assert result["message"]
@@ -172,7 +173,7 @@ def test_an_interpreter_that_is_not_there_is_a_recorded_state(tmp_path):
 def newest_fastapi_headline() -> dict:
     from packaging.version import Version
 
-    headline = [c for c in sessions.load_cells()
+    headline = [c for c in store.load_cells()
                 if c["kind"] == "fastapi" and "headline" in c["tags"]]
     return max(headline, key=lambda c: Version(c["fastapi"]))
 
@@ -208,7 +209,7 @@ def port_free(port: int) -> bool:
 @pytest.mark.live
 def test_newest_fastapi_cell_over_the_wire_leaves_nothing_behind(tmp_path):
     planned = newest_fastapi_headline()
-    python = cell.build_env(planned, tmp_path / "env")
+    python = runner.build_env(planned, tmp_path / "env")
     servers: list[tuple[int, int]] = []
     started = time.monotonic()
     result = wire.observe(Path(python), planned, servers=servers)

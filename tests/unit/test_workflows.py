@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bgmatrix import plan, sessions, shards
+from bgmatrix.plan import planner, store
+from bgmatrix.run import shards
 
 yaml = pytest.importorskip("yaml")  # PyYAML comes with mkdocs (the `site` extra)
 
@@ -73,7 +74,7 @@ def test_sweep_can_be_dispatched_for_one_tag_or_one_cell():
 def test_sweep_shards_come_from_the_nox_listing_and_reach_the_merge():
     jobs = load(SWEEP)["jobs"]
     planner, shard, publish = jobs["plan"], jobs["shard"], jobs["publish"]
-    assert step_index(planner, "nox -l --json") < step_index(planner, "bgmatrix.shards matrix")
+    assert step_index(planner, "nox -l --json") < step_index(planner, "bgmatrix.run.shards matrix")
     assert shard["needs"] == "plan"
     assert shard["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert shard["strategy"]["fail-fast"] is False
@@ -88,13 +89,13 @@ def test_sweep_shards_come_from_the_nox_listing_and_reach_the_merge():
     assert download["with"]["pattern"] == "results-shard-*"  # every shard job's artifact
     # The job names the matrix builds are what the artifact pattern expects.
     assert all(job["shard"].startswith("shard-") for job in shards.actions_matrix(
-        [{"name": c["id"], "tags": c["tags"]} for c in sessions.load_cells()]))
+        [{"name": c["id"], "tags": c["tags"]} for c in store.load_cells()]))
 
 
 def test_publish_merges_then_commits_then_reports_then_deploys():
     publish = load(SWEEP)["jobs"]["publish"]
     order = [step_index(publish, text) for text in (
-        "actions/download-artifact", "bgmatrix.shards merge", "git commit", "nox -s report",
+        "actions/download-artifact", "bgmatrix.run.shards merge", "git commit", "nox -s report",
         "actions/upload-pages-artifact", "actions/deploy-pages")]
     assert order == sorted(order)
     pages = steps(publish)[step_index(publish, "actions/upload-pages-artifact")]
@@ -122,7 +123,7 @@ def test_watch_installs_every_target_interpreter_with_the_host_last():
     job = load(WATCH)["jobs"]["watch"]
     setup = steps(job)[step_index(job, "actions/setup-python")]
     listed = setup["with"]["python-version"].split()
-    assert sorted(listed) == sorted(plan.PYTHONS)
+    assert sorted(listed) == sorted(planner.PYTHONS)
     assert listed[-1] == shards.HOST_PYTHON
 
 
@@ -135,7 +136,7 @@ def test_the_plan_jobs_listing_works_with_the_real_noxfile(choose):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     jobs = shards.actions_matrix(json.loads(proc.stdout))
-    cells = sessions.load_cells()
+    cells = store.load_cells()
     if choose[0] == "-s":
         wanted = [choose[1]]
     elif choose[1] == "fastapi":

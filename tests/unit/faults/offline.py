@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from bgmatrix import cell, interpreters
-from bgmatrix.clauses import ROOT
+from bgmatrix.run import interpreters, runner
+from bgmatrix.spec import ROOT
 
 PYTHON = "3.11"  # the host's own version: always present where these tests run
 #: Nothing listens on the discard port of the loopback interface: every connection is refused.
@@ -32,7 +32,7 @@ TOOL_MODULES = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "pygmen
 
 
 def starlette_cell(cell_id: str, version: str, python: str = PYTHON) -> dict:
-    """A Starlette-only cell outside the plan (run in-process through cell.run_cell)."""
+    """A Starlette-only cell outside the plan (run in-process through runner.run_cell)."""
     return {"id": cell_id, "kind": "starlette", "fastapi": None, "starlette": version,
             "python": python, "cutoff": None, "in_declared_range": None, "tags": []}
 
@@ -62,12 +62,12 @@ class World:
         return env
 
     def enter(self, mp: pytest.MonkeyPatch) -> None:
-        """Make this process's runner use the world (for in-process cell.run_cell)."""
+        """Make this process's runner use the world (for in-process runner.run_cell)."""
         for key in [k for k in os.environ if k.startswith("UV_")]:
             mp.delenv(key)
         for key, value in self.uv_vars().items():
             mp.setenv(key, value)
-        mp.setattr(cell, "WORK_DIR", self.work)
+        mp.setattr(runner, "WORK_DIR", self.work)
 
     def gate(self, name: str) -> Path:
         return self.gates / name
@@ -108,9 +108,9 @@ def install_tools(work: Path, python: str = PYTHON) -> Path:
         return 0, ""
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cell, "WORK_DIR", work)
-        mp.setattr(cell, "_run", fake_install)
-        return cell.suite_tools(exe)
+        mp.setattr(runner, "WORK_DIR", work)
+        mp.setattr(runner, "_run", fake_install)
+        return runner.suite_tools(exe)
 
 
 # -- real processes ------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """Tiny in-cell suites run through the real recorder: tests/spec's conftest.py, harness.py,
 oracle.py and pytest.ini copied next to one test file written here, so a fault reaches the
-result file by the same path a release's behaviour does (JSON lines, then cell.run_suite's
-reader, cell.result_for, results.write)."""
+result file by the same path a release's behaviour does (JSON lines, then runner.run_suite's
+reader, runner.result_for, results.write)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from bgmatrix import cell
+from bgmatrix.run import runner
 
 RECORDER = ("conftest.py", "harness.py", "oracle.py", "pytest.ini")
 
@@ -85,7 +85,7 @@ def scenario_suite(folder: Path, hostile: str = HOSTILE, label: str = HOSTILE_LA
     """A suite folder holding the real recorder and the scenarios above."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in RECORDER:
-        shutil.copyfile(cell.SUITE_DIR / name, folder / name)
+        shutil.copyfile(runner.SUITE_DIR / name, folder / name)
     (folder / "test_faults_scenarios.py").write_text(
         SCENARIOS.format(hostile=hostile, label=label), encoding="utf-8")
     return folder

@@ -20,8 +20,9 @@ from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
-from bgmatrix import __version__, clauses, interpreters, results
-from bgmatrix.clauses import ROOT
+from bgmatrix import __version__, results, spec
+from bgmatrix.run import interpreters
+from bgmatrix.spec import ROOT
 
 SUITE_DIR = ROOT / "tests" / "spec"
 WORK_DIR = Path(os.environ.get("BGMATRIX_WORK", ROOT / ".bgmatrix"))
@@ -260,7 +261,7 @@ def run_suite(python: Path, cell: dict, out_file: Path) -> tuple[int, list[dict]
     out_file.unlink(missing_ok=True)
     env = child_env(BGMATRIX_KIND=cell["kind"])
     if cell["kind"] == "starlette":
-        env["BGMATRIX_ONLY_CLAUSES"] = ",".join(clauses.starlette_level())
+        env["BGMATRIX_ONLY_CLAUSES"] = ",".join(spec.starlette_level())
     cmd = [str(python), "-m", "pytest", "-q", "-c", str(SUITE_DIR / "pytest.ini"),
            "--rootdir", str(SUITE_DIR), str(SUITE_DIR), "--bgmatrix-out", str(out_file)]
     try:
@@ -306,7 +307,7 @@ def result_for(
         "state": state,
         "message": message,
         "provenance": provenance,
-        "clauses": results.aggregate(records, clauses.load(), kind) if state == "ok" or records
+        "clauses": results.aggregate(records, spec.load(), kind) if state == "ok" or records
         else {},
         "tests": records,
     }
@@ -314,7 +315,7 @@ def result_for(
 
 def base_provenance() -> dict:
     return {
-        "spec_version": clauses.spec_version(),
+        "spec_version": spec.spec_version(),
         "suite_hash": suite_hash(),
         "tools": {"bgmatrix": __version__, "uv": uv_version(), "host-python":
                   platform.python_version()},
@@ -342,7 +343,7 @@ def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | Non
         packages = freeze(python)
         rc, records, session = run_suite(python, cell, env_dir / "records.jsonl")
         if wire_mode:
-            from bgmatrix import wire  # imported here: only wire mode needs httpx
+            from bgmatrix.run import wire  # imported here: only wire mode needs httpx
 
             observed = wire.observe(python, cell)
         if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)

@@ -1,6 +1,6 @@
-"""``python -m bgmatrix.report``: spec/ and results/ become Markdown pages, exports, and a site.
+"""``python -m bgmatrix.site.build``: spec/ and results/ become Markdown pages, exports, and a site.
 
-    python -m bgmatrix.report [--results DIR] [--out site/generated] [--site-dir site/_build]
+    python -m bgmatrix.site.build [--results DIR] [--out site/generated] [--site-dir site/_build]
                               [--previous DIR] [--revalidate] [--no-build]
 
 1. Every result file is validated first; any invalid one stops the report (exit 2) with one
@@ -29,10 +29,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bgmatrix import clauses as spec
-from bgmatrix import report_cells, report_changes, report_export, report_matrix, site_pages
-from bgmatrix import report_model as model
-from bgmatrix.clauses import ROOT
+from bgmatrix import spec
+from bgmatrix.site import cell_pages, changes, exports, matrix, model
+from bgmatrix.spec import ROOT
 
 SITE = ROOT / "site"
 CONFIG = SITE / "mkdocs.yml"
@@ -51,7 +50,7 @@ def write(path: Path, text: str) -> None:
 def generate(
     snapshot: model.Snapshot,
     out: Path,
-    previous: report_changes.Previous | None,
+    previous: changes.Previous | None,
 ) -> int:
     """Write every page and export into ``out`` (which must not exist); returns page count."""
     shutil.copytree(HAND_WRITTEN, out)
@@ -62,32 +61,32 @@ def generate(
         write(out / name, text)
         pages += 1
 
-    page("index.md", site_pages.home(snapshot))
-    data = report_matrix.matrix_data(snapshot)
-    page("matrix.md", site_pages.matrix_page(snapshot, data))
-    page("decision.md", site_pages.decision(snapshot))
-    changes = report_changes.compare(previous, snapshot)
-    page("changes.md", site_pages.changes_page(snapshot, changes))
+    page("index.md", pages.home(snapshot))
+    data = matrix.matrix_data(snapshot)
+    page("matrix.md", pages.matrix_page(snapshot, data))
+    page("decision.md", pages.decision(snapshot))
+    diff = changes.compare(previous, snapshot)
+    page("changes.md", pages.changes_page(snapshot, diff))
 
-    export = report_export.matrix_json(snapshot)
-    write(out / "downloads" / "matrix.json", report_export.dumps(export))
-    write(out / "downloads" / "matrix.csv", report_export.matrix_csv(export))
+    export = exports.matrix_json(snapshot)
+    write(out / "downloads" / "matrix.json", exports.dumps(export))
+    write(out / "downloads" / "matrix.csv", exports.matrix_csv(export))
     sizes = {p.name: p.stat().st_size for p in (out / "downloads").iterdir()}
-    page("downloads.md", site_pages.downloads(snapshot, sizes))
+    page("downloads.md", pages.downloads(snapshot, sizes))
 
-    tests = site_pages.suite_tests()
-    page("clauses/index.md", site_pages.clauses_index(snapshot))
+    tests = pages.suite_tests()
+    page("clauses/index.md", pages.clauses_index(snapshot))
     for clause in snapshot.clauses:
         page(f"clauses/{clause.id}.md",
-             site_pages.clause_page(snapshot, clause, tests.get(clause.id, [])))
-    page("cells/index.md", report_cells.cells_index(snapshot))
+             pages.clause_page(snapshot, clause, tests.get(clause.id, [])))
+    page("cells/index.md", cell_pages.cells_index(snapshot))
     for result in snapshot.cells():
-        page(f"cells/{result['cell']['id']}.md", report_cells.cell_page(snapshot, result))
+        page(f"cells/{result['cell']['id']}.md", cell_pages.cell_page(snapshot, result))
     for name in ("index", *spec.CHAPTERS):
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
-        page(f"spec/{name}.md", site_pages.spec_chapter(snapshot, text))
-    for path in sorted(site_pages.SUITE_DIR.glob("test_*.py")):
-        page(f"suite/{path.stem}.md", site_pages.suite_page(path))
+        page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
+    for path in sorted(pages.SUITE_DIR.glob("test_*.py")):
+        page(f"suite/{path.stem}.md", pages.suite_page(path))
     return pages
 
 
@@ -168,7 +167,7 @@ def largest_page(site_dir: Path) -> tuple[int, Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bgmatrix.report",
+        prog="python -m bgmatrix.site.build",
         description="Generate the site's pages from spec/ and results/, then build the site.",
     )
     parser.add_argument("--results", type=Path, default=model.store.RESULTS_DIR,
@@ -194,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.previous is not None:
             if not args.previous.is_dir():
                 raise model.ReportError(f"{args.previous}: --previous is not a folder")
-            previous = report_changes.from_folder(args.previous)
+            previous = changes.from_folder(args.previous)
         else:
-            previous = report_changes.from_git()
+            previous = changes.from_git()
         with staging(args.out) as gen_dir, staging(args.site_dir) as site_dir:
             pages = generate(snapshot, gen_dir, previous)
             generated = time.perf_counter()

@@ -2,7 +2,7 @@
 
 ``build_plan`` is a pure function from index data to the plan; ``write_plan`` and
 ``load_plan`` are the only readers and writers of ``matrix/plan.json``. Run
-``python -m bgmatrix.plan`` to refresh the committed plan from the package index.
+``python -m bgmatrix.plan.planner`` to refresh the committed plan from the package index.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from bgmatrix.index import IndexUnavailable, Release, fetch_releases, make_client, one_line
+from bgmatrix.plan.index import IndexUnavailable, Release, fetch_releases, make_client, one_line
 from bgmatrix.results import write_text_atomic
 
 Cell = dict[str, Any]
@@ -459,7 +459,7 @@ def load_plan(path: os.PathLike | str = DEFAULT_PATH) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PlanError(f"{path}: missing (run python -m bgmatrix.plan)") from None
+        raise PlanError(f"{path}: missing (run python -m bgmatrix.plan.planner)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{path}: unreadable: {one_line(exc)}") from None
     try:
@@ -536,7 +536,7 @@ def summary(plan: dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Refresh the plan file from the package index; exit 2 with one line on failure."""
-    parser = argparse.ArgumentParser(prog="python -m bgmatrix.plan", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bgmatrix.plan.planner", description=__doc__)
     parser.add_argument("--out", default=DEFAULT_PATH, help=f"plan file (default {DEFAULT_PATH})")
     args = parser.parse_args(argv)
     started = time.monotonic()

@@ -12,9 +12,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgmatrix import report_model as model
-from bgmatrix import results as store
-from bgmatrix.clauses import ROOT
+from bgmatrix import results
+from bgmatrix.site import model
+from bgmatrix.spec import ROOT
 
 #: Changed-verdict rows listed on the page; beyond this, a count (the exports have the rest).
 ROW_LIMIT = 400
@@ -44,9 +44,9 @@ class Changes:
 def _parse(name: str, text: str, unreadable: list[str]) -> dict | None:
     try:
         data = json.loads(text)
-        store.validate(data, name)
+        results.validate(data, name)
         return data
-    except (ValueError, store.ResultError) as exc:
+    except (ValueError, results.ResultError) as exc:
         unreadable.append(f"{name}: {str(exc)[:200]}")
         return None
 

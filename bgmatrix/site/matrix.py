@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from bgmatrix import report_model as model
-from bgmatrix.report_markup import clean, esc, tag
+from bgmatrix.site import model
+from bgmatrix.site.markup import clean, esc, tag
 
 #: Codes for the conflict vocabulary of spec/resolution.md#labels, the labels readers look for.
 KNOWN_CODES = {

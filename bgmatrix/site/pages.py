@@ -16,12 +16,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgmatrix import cite
-from bgmatrix import report_model as model
-from bgmatrix.clauses import ROOT, Clause
-from bgmatrix.report_changes import ROW_LIMIT, Changes
-from bgmatrix.report_markup import esc, html_table, json_for_script, link, pre, tag
-from bgmatrix.report_matrix import legend_html, verdict_class
+from bgmatrix.site import cite, model
+from bgmatrix.site.changes import ROW_LIMIT, Changes
+from bgmatrix.site.markup import esc, html_table, json_for_script, link, pre, tag
+from bgmatrix.site.matrix import legend_html, verdict_class
+from bgmatrix.spec import ROOT, Clause
 
 SUITE_DIR = ROOT / "tests" / "spec"
 NO_RESULTS = "No results yet: run `nox` (or `python -m bgmatrix run ...`) to measure releases."
@@ -458,7 +457,7 @@ def clause_page(
 def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
     """The clause as a real client saw it (wire mode), beside the raw-ASGI verdict, for every
     cell that has wire evidence of it; disagreements first."""
-    from bgmatrix.wire import disagreements
+    from bgmatrix.run.wire import disagreements
 
     rows = []
     for result in snapshot.cells():
@@ -584,13 +583,13 @@ def decision(snapshot: model.Snapshot) -> str:
 
 def regression_section(path: Path) -> list[str]:
     """FastAPI's own test suite without and with each candidate (candidates/regression.json,
-    written by ``python -m bgmatrix.candidates --regression``)."""
+    written by ``python -m bgmatrix.run.candidates --regression``)."""
     lines = ["## FastAPI's own tests", ""]
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         base, runs = data["without_patch"], data["with_patch"]
     except (OSError, ValueError, KeyError):
-        return lines + ["Not measured yet: `python -m bgmatrix.candidates --regression`.", ""]
+        return lines + ["Not measured yet: `python -m bgmatrix.run.candidates --regression`.", ""]
     fields = ("passed", "failed", "errored", "skipped")
     rows = [[esc("without a patch")] + [esc(str(base["counts"].get(f, "?"))) for f in fields]
             + [""]]
@@ -600,7 +599,8 @@ def regression_section(path: Path) -> list[str]:
                     + ["; ".join(changed) or "none"])
     lines.append(raw(html_table(["FastAPI " + esc(data.get("base", {}).get("fastapi", "?")),
                                  *fields, "tests whose outcome changed"], rows)))
-    lines += ["", "Measured by `python -m bgmatrix.candidates --regression` (FastAPI's `tests/` "
+    lines += ["", "Measured by `python -m bgmatrix.run.candidates --regression` "
+              "(FastAPI's `tests/` "
               "from its source distribution, with its `tests` group and `[all]` extras).", ""]
     return lines
 

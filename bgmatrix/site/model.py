@@ -17,10 +17,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from bgmatrix import clauses as spec
-from bgmatrix import results as store
-from bgmatrix.clauses import ROOT, Clause
-from bgmatrix.snapshot import snapshot_id_of as snapshot_id
+from bgmatrix import results, spec
+from bgmatrix.snapshot import snapshot_id_of
+from bgmatrix.spec import ROOT, Clause
 
 PLAN_PATH = ROOT / "matrix" / "plan.json"
 
@@ -201,7 +200,7 @@ class Snapshot:
 
     @cached_property
     def id(self) -> str:
-        return snapshot_id(self.results)
+        return snapshot_id_of(self.results)
 
     @cached_property
     def _ordered(self) -> list[dict]:
@@ -346,7 +345,7 @@ def load_plan(path: Path = PLAN_PATH) -> dict:
 
 
 def _validated_cache() -> Path:
-    from bgmatrix.cell import WORK_DIR  # the tools' one work folder (git-ignored)
+    from bgmatrix.run.runner import WORK_DIR  # the tools' one work folder (git-ignored)
 
     return WORK_DIR / "report" / "validated.json"
 
@@ -360,7 +359,7 @@ def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict],
     so every error reads exactly as it would there.
     """
     cache = _validated_cache()
-    schema_key = hashlib.sha256(store.SCHEMA_PATH.read_bytes()).hexdigest()[:16]
+    schema_key = hashlib.sha256(results.SCHEMA_PATH.read_bytes()).hexdigest()[:16]
     known: set[str] = set()
     if use_cache:
         try:
@@ -382,13 +381,13 @@ def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict],
                 passed.add(digest)
                 continue
         try:
-            found[path.stem] = store.load(path)
+            found[path.stem] = results.load(path)
             passed.add(digest)
-        except store.ResultError as exc:
+        except results.ResultError as exc:
             errors.append(str(exc))
     if use_cache and passed - known:
         try:
-            store.write_text_atomic(cache, json.dumps({schema_key: sorted(known | passed)}))
+            results.write_text_atomic(cache, json.dumps({schema_key: sorted(known | passed)}))
         except OSError:
             pass  # a cache that cannot be written only costs time
     return found, errors

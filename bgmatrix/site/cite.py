@@ -1,6 +1,6 @@
 """Citations: GitHub-ready Markdown for a clause, or a clause in one cell, with permalinks.
 
-``python -m bgmatrix.cite ATTACH-3 [--cell ID] [--results DIR]`` prints exactly the text the
+``python -m bgmatrix.site.cite ATTACH-3 [--cell ID] [--results DIR]`` prints exactly the text the
 copy button on the clause (or cell) page yields, so a maintainer can paste it into an upstream
 thread from either place.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-from bgmatrix import report_model as model
-from bgmatrix.clauses import ROOT
-from bgmatrix.report_markup import md_code
+from bgmatrix.site import model
+from bgmatrix.site.markup import md_code
+from bgmatrix.spec import ROOT
 
 MKDOCS_YML = ROOT / "site" / "mkdocs.yml"
 #: More ranges than this and a citation stops being a sentence; the page has them all.
@@ -167,7 +167,7 @@ def default_clause(snapshot: model.Snapshot, result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bgmatrix.cite",
+        prog="python -m bgmatrix.site.cite",
         description="Print a GitHub-ready citation of a clause (or of a clause in one cell).",
     )
     parser.add_argument("clause", help="a clause ID, e.g. ATTACH-3")

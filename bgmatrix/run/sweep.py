@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from bgmatrix import cell as cells_mod
-from bgmatrix import clauses, results
+from bgmatrix import results, spec
+from bgmatrix.run import runner
 
 _KEY = ("id", "kind", "fastapi", "starlette", "python", "cutoff")
 
@@ -31,8 +31,8 @@ def is_current(existing: dict | None, cell: dict) -> bool:
     prov = existing["provenance"]
     return (
         all(existing["cell"].get(k) == cell.get(k) for k in _KEY)
-        and prov["suite_hash"] == cells_mod.suite_hash()
-        and prov["spec_version"] == clauses.spec_version()
+        and prov["suite_hash"] == runner.suite_hash()
+        and prov["spec_version"] == spec.spec_version()
     )
 
 
@@ -94,7 +94,7 @@ def sweep(
           f"worker(s)", file=out, flush=True)
     if not todo:
         return summary
-    locks = cells_mod.WORK_DIR / "locks"
+    locks = runner.WORK_DIR / "locks"
     started = time.monotonic()
     pending: dict[Future, dict] = {}
     queue = list(todo)
@@ -144,8 +144,8 @@ def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
         if not force and is_current(_existing(results_dir / f"{cell['id']}.json"), cell):
             return CURRENT
         try:
-            result = cells_mod.run_cell(cell)
-        except cells_mod.Interrupted:
+            result = runner.run_cell(cell)
+        except runner.Interrupted:
             return INTERRUPTED
         if _stopping.is_set():
             return INTERRUPTED  # its child processes got the Ctrl-C too: not a finding

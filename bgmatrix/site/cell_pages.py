@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 
-from bgmatrix import cite
-from bgmatrix import report_model as model
-from bgmatrix.report_markup import clean, esc, html_table, link, pre, tag
-from bgmatrix.report_matrix import verdict_class
-from bgmatrix.site_pages import (
+from bgmatrix.site import cite, model
+from bgmatrix.site.markup import clean, esc, html_table, link, pre, tag
+from bgmatrix.site.matrix import verdict_class
+from bgmatrix.site.pages import (
     NO_RESULTS,
     SEARCH_EXCLUDED,
     cell_href,
@@ -220,7 +219,7 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
 def wire_section(root: str, result: dict) -> list[str]:
     """Raw-ASGI and wire (a real server and client) evidence side by side, disagreements
     flagged: the second source confirms or qualifies the first, clause by clause."""
-    from bgmatrix.wire import disagreements
+    from bgmatrix.run.wire import disagreements
 
     wire = result["wire"]
     lines = ["## Wire evidence", ""]

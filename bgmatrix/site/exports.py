@@ -10,9 +10,9 @@ import csv
 import io
 import json
 
-from bgmatrix import report_model as model
-from bgmatrix.clauses import ROOT
-from bgmatrix.report_markup import clean
+from bgmatrix.site import model
+from bgmatrix.site.markup import clean
+from bgmatrix.spec import ROOT
 
 SCHEMA_PATH = ROOT / "site" / "docs" / "downloads" / "matrix.schema.json"
 LABEL_LIMIT = 200

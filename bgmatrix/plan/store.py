@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PLAN_PATH = Path(__file__).resolve().parent.parent / "matrix" / "plan.json"
+PLAN_PATH = Path(__file__).resolve().parents[2] / "matrix" / "plan.json"
 PLAN_SCHEMA = 1
 
 

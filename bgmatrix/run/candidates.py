@@ -10,11 +10,11 @@ a source tree, a wheel, a source distribution, a ``.patch`` file or a ``git+`` U
 without a patch and once with each, and writes ``candidates/regression.json``: a resolution
 must not break what FastAPI already tests.
 
-    python -m bgmatrix.candidates                    every candidate
-    python -m bgmatrix.candidates recommended warn   some of them
-    python -m bgmatrix.candidates ../fastapi         a source tree (or .whl, .tar.gz, .patch)
-    python -m bgmatrix.candidates git+https://example.org/fork/fastapi.git@branch
-    python -m bgmatrix.candidates --regression       FastAPI's own suite, with and without
+    python -m bgmatrix.run.candidates                    every candidate
+    python -m bgmatrix.run.candidates recommended warn   some of them
+    python -m bgmatrix.run.candidates ../fastapi         a source tree (or .whl, .tar.gz, .patch)
+    python -m bgmatrix.run.candidates git+https://example.org/fork/fastapi.git@branch
+    python -m bgmatrix.run.candidates --regression       FastAPI's own suite, with and without
 
 Every user error is one line on stderr and exit code 2, with nothing written.
 """
@@ -49,11 +49,13 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from bgmatrix import cell, clauses, index, interpreters, plan, results, sessions
-from bgmatrix.clauses import ROOT
+from bgmatrix import results, spec
+from bgmatrix.plan import index, planner, store
+from bgmatrix.run import interpreters, runner
+from bgmatrix.spec import ROOT
 
 CANDIDATES_DIR = ROOT / "candidates"
-CACHE_DIR = cell.WORK_DIR / "candidates"
+CACHE_DIR = runner.WORK_DIR / "candidates"
 REGRESSION_PATH = CANDIDATES_DIR / "regression.json"
 
 #: Candidates run on one interpreter: the newest release needs 3.11+, and one cell per
@@ -100,11 +102,11 @@ class Base:
     in_declared_range: bool | None
 
 
-def base_release(plan_path: Path = sessions.PLAN_PATH) -> Base:
+def base_release(plan_path: Path = store.PLAN_PATH) -> Base:
     """The newest planned FastAPI release, with the newest planned Starlette, on 3.11."""
     try:
-        data = plan.load_plan(plan_path)
-    except plan.PlanError as exc:
+        data = planner.load_plan(plan_path)
+    except planner.PlanError as exc:
         raise CandidateError(str(exc)) from None
     if not data["fastapi"] or not data["starlette"]:
         raise CandidateError(f"{plan_path}: no FastAPI or Starlette release is planned")
@@ -236,12 +238,12 @@ def build_wheel(tree: Path, out: Path) -> Path:
         cmd += ["--python", str(exe)]
     try:
         proc = subprocess.run(cmd + [str(tree)], capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT, env=cell.uv_env())
+                              timeout=BUILD_TIMEOUT, env=runner.uv_env())
     except subprocess.TimeoutExpired:
         raise CandidateError(f"building {tree} took over {BUILD_TIMEOUT}s") from None
     wheels = sorted(staging.glob("*.whl"))
     if proc.returncode or len(wheels) != 1:
-        said = cell.tail(proc.stdout + proc.stderr).splitlines() or ["no output"]
+        said = runner.tail(proc.stdout + proc.stderr).splitlines() or ["no output"]
         shutil.rmtree(staging, ignore_errors=True)
         raise CandidateError(f"building {tree} failed: {said[-1]}")
     shutil.rmtree(out, ignore_errors=True)
@@ -398,7 +400,7 @@ def _from_vcs(url: str) -> Build:
         except subprocess.TimeoutExpired:
             raise CandidateError(f"{url}: git {step[1]} took over {CLONE_TIMEOUT}s") from None
         if proc.returncode:
-            said = cell.tail(proc.stderr or proc.stdout).splitlines() or ["no output"]
+            said = runner.tail(proc.stderr or proc.stdout).splitlines() or ["no output"]
             raise CandidateError(f"{url}: git {step[1]} failed: {said[-1]}")
     repo = Path(urlsplit(clone_url).path).name.removesuffix(".git") or "repo"
     return _from_tree(dest, f"{repo}@{ref}" if ref else repo)
@@ -429,14 +431,14 @@ def run(target: str | Build, results_dir: Path = results.RESULTS_DIR) -> dict:
     base = base_release()
     build_ = target if isinstance(target, Build) else resolve(target, base)
     cell_ = candidate_cell(build_, base)
-    result = cell.run_cell(cell_, install=[str(build_.wheel), f"starlette=={base.starlette}"])
+    result = runner.run_cell(cell_, install=[str(build_.wheel), f"starlette=={base.starlette}"])
     results.write(results_dir / f"{cell_['id']}.json", result)
     return result
 
 
 def requirement_ids() -> list[str]:
     """The resolution requirements, RES-1 to RES-n, from spec/ (the one source of IDs)."""
-    return [c.id for c in clauses.load() if c.id.startswith("RES-")]
+    return [c.id for c in spec.load() if c.id.startswith("RES-")]
 
 
 def describe(result: dict) -> str:
@@ -524,14 +526,14 @@ def install_command(python: Path, tree: Path, base: Base, wheel: str) -> list[st
                   f"starlette=={base.starlette}"]
 
 
-def _checked(cmd: list[str], what: str, timeout: float = cell.INSTALL_TIMEOUT) -> None:
+def _checked(cmd: list[str], what: str, timeout: float = runner.INSTALL_TIMEOUT) -> None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=cell.uv_env())
+                              env=runner.uv_env())
     except subprocess.TimeoutExpired:
         raise CandidateError(f"{what} took over {timeout}s") from None
     if proc.returncode:
-        said = cell.tail(proc.stdout + proc.stderr).splitlines() or ["no output"]
+        said = runner.tail(proc.stdout + proc.stderr).splitlines() or ["no output"]
         raise CandidateError(f"{what} failed: {said[-1]}")
 
 
@@ -574,7 +576,7 @@ def run_fastapi_suite(python: Path, tree: Path, wheel: Path, label: str,
               "--reinstall", str(wheel)], f"installing the {label} wheel")
     junit = CACHE_DIR / "regression" / f"{label}.xml"
     junit.unlink(missing_ok=True)
-    env = cell.child_env(LANG="C.UTF-8")
+    env = runner.child_env(LANG="C.UTF-8")
     # The tests import FastAPI from the tree they run in: the same code as the wheel.
     cmd = [str(python), "-m", "pytest", *suite_command(tree, junit, only)]
     try:
@@ -585,7 +587,7 @@ def run_fastapi_suite(python: Path, tree: Path, wheel: Path, label: str,
                              f"{FASTAPI_SUITE_TIMEOUT}s") from None
     (CACHE_DIR / "regression" / f"{label}.log").write_text(proc.stdout + proc.stderr)
     if not junit.is_file():
-        said = cell.tail(proc.stdout + proc.stderr).splitlines() or ["no output"]
+        said = runner.tail(proc.stdout + proc.stderr).splitlines() or ["no output"]
         raise CandidateError(f"FastAPI's suite ({label}) did not run: {said[-1]}")
     outcomes, messages = junit_outcomes(junit)
     return SuiteRun(proc.returncode, outcomes, messages)
@@ -647,7 +649,7 @@ def regression(selected: Sequence[str]) -> dict:
                                   [node_id(patched_tree, t) for t in suspects]
                                   ) if suspects else None
         runs[name] = compare(without, with_patch, rerun)
-    packages = cell.freeze(python)
+    packages = runner.freeze(python)
     return {
         "about": "FastAPI's own test suite (tests/ of its source distribution) without and "
                  "with each candidate patch; see candidates/README.md",
@@ -714,7 +716,7 @@ def describe_regression(report: dict) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bgmatrix.candidates", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bgmatrix.run.candidates", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="*", metavar="NAME|PATH|WHEEL|SDIST|VCS-URL",
                    help="candidate names (default: all), or any FastAPI build")
@@ -743,9 +745,9 @@ def main(argv: list[str] | None = None) -> int:
             states.append(result["state"])
             print(describe(result))
         return 0 if all(s == "ok" for s in states) else 1
-    except (CandidateError, results.ResultError, clauses.SpecError) as exc:
+    except (CandidateError, results.ResultError, spec.SpecError) as exc:
         # One line whatever the tool underneath said: the CLI's contract for every error.
-        print("bgmatrix.candidates: " + " ".join(str(exc).split()), file=sys.stderr)
+        print("bgmatrix.run.candidates: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,6 @@
 """Release watch: new FastAPI or Starlette releases, their cells run, and what changed.
 
-    python -m bgmatrix.watch [--plan matrix/plan.json] [--results results/] [-j N]
+    python -m bgmatrix.run.watch [--plan matrix/plan.json] [--results results/] [-j N]
                              [--summary FILE]
 
 Asks the package index for releases the plan does not have yet. With none, it stops there
@@ -29,9 +29,15 @@ from typing import Optional, Protocol, TextIO
 
 from packaging.version import Version
 
-from bgmatrix import clauses, results
-from bgmatrix import plan as plans
-from bgmatrix.index import IndexUnavailable, Release, fetch_releases, list_releases, make_client
+from bgmatrix import results, spec
+from bgmatrix.plan import planner
+from bgmatrix.plan.index import (
+    IndexUnavailable,
+    Release,
+    fetch_releases,
+    list_releases,
+    make_client,
+)
 
 CHANGED = 1
 USAGE_ERROR = 2
@@ -94,8 +100,8 @@ def new_versions(
         return [str(v) for v in sorted(found - have)]
 
     return (
-        fresh(fastapi, plan["fastapi"], plans.FASTAPI_FLOOR),
-        fresh(starlette, plan["starlette"], plans.STARLETTE_FLOOR),
+        fresh(fastapi, plan["fastapi"], planner.FASTAPI_FLOOR),
+        fresh(starlette, plan["starlette"], planner.STARLETTE_FLOOR),
     )
 
 
@@ -180,7 +186,7 @@ def compare(cell: dict, previous: Optional[dict], results_dir: Path) -> Comparis
         )
     if before["state"] != now["state"]:
         comparison.rows.append(("cell state", _state(before), _state(now)))
-    order = {c.id: i for i, c in enumerate(clauses.load())}
+    order = {c.id: i for i, c in enumerate(spec.load())}
     ids = sorted(set(before["clauses"]) | set(now["clauses"]),
                  key=lambda cid: (order.get(cid, len(order)), cid))
     for cid in ids:
@@ -239,7 +245,7 @@ def summary_markdown(
     cells_in_plan: int,
 ) -> str:
     """The issue body: what is new, then each changed cell's table, then the rest in brief."""
-    titles = clauses.by_id()
+    titles = spec.by_id()
     changed = [c for c in comparisons if c.changed]
     lines = [
         "## bgmatrix watch: " + ("behaviour changed" if changed else "no behaviour changed"),
@@ -298,12 +304,12 @@ def watch(
     err: Optional[TextIO] = None,
 ) -> tuple[int, Optional[str]]:
     """Run the watch; return (exit code, Markdown summary or None when nothing was new)."""
-    from bgmatrix import sweep  # imported here: a week without releases needs no cell runner
+    from bgmatrix.run import sweep  # imported here: a week without releases needs no cell runner
 
     # Looked up now, not at import: a caller (or pytest) may have replaced the streams.
     out, err = out or sys.stdout, err or sys.stderr
 
-    old = plans.load_plan(plan_path)
+    old = planner.load_plan(plan_path)
     fastapi_seen, starlette_seen = index.versions()
     new_fastapi, new_starlette = new_versions(old, fastapi_seen, starlette_seen)
     if not new_fastapi and not new_starlette:
@@ -313,10 +319,10 @@ def watch(
               f"Starlette {newest[1]}); nothing to run", file=err)
         return 0, None
     fastapi, starlette = index.releases()
-    new = plans.build_plan(fastapi, starlette)
+    new = planner.build_plan(fastapi, starlette)
     known = {c["id"] for c in old["cells"]}
     cells = [c for c in new["cells"] if c["id"] not in known]
-    plans.write_plan(new, plan_path)
+    planner.write_plan(new, plan_path)
     print(f"bgmatrix watch: new FastAPI {', '.join(new_fastapi) or 'none'}, Starlette "
           f"{', '.join(new_starlette) or 'none'}: {len(cells)} new cell(s); plan {plan_path} "
           "updated", file=err)
@@ -329,9 +335,9 @@ def watch(
 
 
 def main(argv: Sequence[str] | None = None, index: IndexSource | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bgmatrix.watch", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bgmatrix.run.watch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", default=plans.DEFAULT_PATH, help="plan file to compare and update")
+    p.add_argument("--plan", default=planner.DEFAULT_PATH, help="plan file to compare and update")
     p.add_argument("--results", default=str(results.RESULTS_DIR), help="results folder")
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--summary", metavar="FILE",
@@ -343,7 +349,7 @@ def main(argv: Sequence[str] | None = None, index: IndexSource | None = None) ->
         summary.unlink(missing_ok=True)  # a stale file must never be posted as this week's
     try:
         code, text = watch(index or LiveIndex(), Path(args.plan), Path(args.results), args.jobs)
-    except (IndexUnavailable, plans.PlanError, results.ResultError, clauses.SpecError,
+    except (IndexUnavailable, planner.PlanError, results.ResultError, spec.SpecError,
             OSError) as exc:
         print(f"bgmatrix watch: {' '.join(str(exc).split())}", file=sys.stderr)
         return USAGE_ERROR

@@ -4,10 +4,10 @@ CI runs the cells on several runners at once; each writes its results into a fol
 own, and one merge step checks them all before anything reaches results/. The same split runs
 locally, so a failing shard can be reproduced on a laptop:
 
-    python -m bgmatrix.shards run K N --out DIR      shard K of N into DIR (tag shard-K when N
+    python -m bgmatrix.run.shards run K N --out DIR      shard K of N into DIR (tag shard-K when N
                                                      is the plan's shard count, else round-robin)
-    python -m bgmatrix.shards merge DIR... --into results/ [--tag T] [--cell ID]
-    nox -l --json -t fastapi starlette | python -m bgmatrix.shards matrix
+    python -m bgmatrix.run.shards merge DIR... --into results/ [--tag T] [--cell ID]
+    nox -l --json -t fastapi starlette | python -m bgmatrix.run.shards matrix
                                                      the GitHub Actions matrix, one job a shard
 
 The merge publishes all or nothing: a planned cell missing from every folder, an invalid file,
@@ -23,8 +23,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bgmatrix import results, sessions, snapshot
+from bgmatrix import results, snapshot
 from bgmatrix.cli import UsageError, select
+from bgmatrix.plan import store
 
 USAGE_ERROR = 2
 
@@ -187,9 +188,9 @@ def merge(folders: Sequence[Path], into: Path, expected: Sequence[str]) -> dict[
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bgmatrix import sweep  # imported here: merge and matrix need no cell runner
+    from bgmatrix.run import sweep  # imported here: merge and matrix need no cell runner
 
-    cells = cells_for_shard(sessions.load_cells(Path(args.plan)), args.k, args.n)
+    cells = cells_for_shard(store.load_cells(Path(args.plan)), args.k, args.n)
     if not cells:
         raise ShardError(f"shard {args.k} of {args.n} has no cells")
     summary = sweep.sweep(cells, Path(args.out), jobs=args.jobs, force=args.force)
@@ -201,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    planned = sessions.load_cells(Path(args.plan))
+    planned = store.load_cells(Path(args.plan))
     # Empty values count as absent, so a workflow can pass its optional inputs unconditionally.
     cell_ids, tags = [c for c in args.cell if c], [t for t in args.tag if t]
     chosen = select(planned, cell_ids, tags, everything=not (cell_ids or tags))
@@ -243,9 +244,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bgmatrix.shards", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bgmatrix.run.shards", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", default=str(sessions.PLAN_PATH), help=argparse.SUPPRESS)
+    p.add_argument("--plan", default=str(store.PLAN_PATH), help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run shard K of N into a folder of its own")
     run.add_argument("k", type=int, metavar="K")
@@ -272,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ShardError, UsageError, sessions.PlanFileError, results.ResultError, OSError) as exc:
+    except (ShardError, UsageError, store.PlanFileError, results.ResultError, OSError) as exc:
         print(f"bgmatrix shards: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:

@@ -1,0 +1,1 @@
+"""Running: environments, one cell, the sweep, CI shards, wire mode, candidates, the watch."""

@@ -1,0 +1,1 @@
+"""The site: the model of a snapshot, its pages, exports, changes and citations, the build."""
