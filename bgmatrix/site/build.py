@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bgmatrix.site.build",
         description="Generate the site's pages from spec/ and results/, then build the site.",
     )
-    parser.add_argument("--results", type=Path, default=model.store.RESULTS_DIR,
+    parser.add_argument("--results", type=Path, default=model.results.RESULTS_DIR,
                         help="results folder (default: results/)")
     parser.add_argument("--plan", type=Path, default=model.PLAN_PATH,
                         help="the plan results are checked against (default matrix/plan.json)")

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("clause", help="a clause ID, e.g. ATTACH-3")
     parser.add_argument("--cell", help="a cell id, e.g. fa-0.106.0_st-0.27.0_py3.8")
-    parser.add_argument("--results", type=Path, default=model.store.RESULTS_DIR,
+    parser.add_argument("--results", type=Path, default=model.results.RESULTS_DIR,
                         help="the results folder (default: results/)")
     args = parser.parse_args(argv)
     try:

@@ -52,7 +52,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, model.Snapshot]:
     tmp = tmp_path_factory.mktemp("browser")
-    committed = model.store.RESULTS_DIR
+    committed = model.results.RESULTS_DIR
     if any(committed.glob("*.json")):
         # A copy: sweeps may be writing results/ while the test runs.
         results_dir = tmp / "results"
