@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -22,6 +21,17 @@ from pathlib import Path
 
 from bgmatrix import __version__, results, spec
 from bgmatrix.run import interpreters
+from bgmatrix.run.env import (  # shared with wire mode and the candidates; runner keeps the names
+    BUILD_TOOLS,
+    SIGINT_CODES,
+    CellError,
+    Interrupted,
+    freeze,
+    tail,
+    uv_env,
+)
+from bgmatrix.run.env import run as _run
+from bgmatrix.run.env import uv as _uv
 from bgmatrix.spec import ROOT
 
 SUITE_DIR = ROOT / "tests" / "spec"
@@ -33,16 +43,12 @@ WORK_DIR = Path(os.environ.get("BGMATRIX_WORK", ROOT / ".bgmatrix"))
 #: typing_extensions of 2021-2022 cells lack, which would break pytest itself there.
 SUITE_TOOLS = ("pytest==8.3.5", "exceptiongroup==1.2.2; python_version < '3.11'")
 
-BUILD_TOOLS = ("setuptools", "wheel")
-
 INSTALL_TIMEOUT = 600  # seconds; a cold cache on a slow link can need minutes
 #: Seconds for the whole suite (each scenario has its own 10 s budget); the fault tests
 #: shorten it through the environment.
 SUITE_TIMEOUT = int(os.environ.get("BGMATRIX_SUITE_TIMEOUT", "300"))
 PROBE_TIMEOUT = 120  # seconds to import the framework alone
 
-_MESSAGE_LIMIT = 3000  # characters of tool output kept in a result: the tail says why
-_URL = re.compile(r"https?://\S+")
 #: What uv says when it could not connect at all (no network, a dead proxy, no DNS), as
 #: opposed to an index that answered "no such version".
 _UNREACHABLE = re.compile(
@@ -50,15 +56,6 @@ _UNREACHABLE = re.compile(
     r"failed to lookup address|network is unreachable|tunnel error|connection reset",
     re.IGNORECASE,
 )
-
-
-class CellError(Exception):
-    """The cell cannot be run; ``state`` is the cell state to record."""
-
-    def __init__(self, state: str, message: str):
-        super().__init__(message)
-        self.state = state
-        self.message = message
 
 
 @cache
@@ -75,39 +72,6 @@ def uv_version() -> str:
     return _run([_uv(), "--version"], timeout=30)[1].strip().removeprefix("uv ")
 
 
-def _uv() -> str:
-    uv = shutil.which("uv")
-    if not uv:
-        raise CellError("harness-error", "uv is not installed: pip install uv")
-    return uv
-
-
-class Interrupted(Exception):
-    """A child process was stopped by Ctrl-C: the cell has no result, not a failed one."""
-
-
-#: Exit codes of a child that Ctrl-C stopped: killed by SIGINT, the shell's 130, and
-#: pytest's "interrupted" (2, checked together with its KeyboardInterrupt line).
-_SIGINT_CODES = (-signal.SIGINT, 128 + signal.SIGINT)
-
-
-def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
-    """Run ``cmd``; return its exit code and its combined output.  Raises on timeout."""
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env
-    )
-    out = (proc.stdout or "") + (proc.stderr or "")
-    if proc.returncode in _SIGINT_CODES or (proc.returncode == 2 and "KeyboardInterrupt" in out):
-        raise Interrupted(" ".join(cmd[:3]))
-    return proc.returncode, out
-
-
-def tail(text: str) -> str:
-    """The informative end of a tool's output; addresses are redacted (they name hosts)."""
-    text = _URL.sub("<url>", text.strip())
-    return text if len(text) <= _MESSAGE_LIMIT else "…" + text[-_MESSAGE_LIMIT:]
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -119,11 +83,6 @@ def requirements(cell: dict) -> list[str]:
     if cell.get("starlette"):
         reqs.append(f"starlette=={cell['starlette']}")
     return reqs
-
-
-def uv_env() -> dict:
-    # Never fetch an interpreter behind the user's back; keep uv quiet about link modes.
-    return dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
 
 
 def build_env(cell: dict, env_dir: Path, install: list[str] | None = None) -> Path:
@@ -225,22 +184,12 @@ def probe(python: Path, cell: dict) -> dict:
     except subprocess.TimeoutExpired:
         raise CellError("timeout", f"importing {' and '.join(mods)} did not finish in "
                         f"{PROBE_TIMEOUT}s") from None
-    if proc.returncode in _SIGINT_CODES:
+    if proc.returncode in SIGINT_CODES:
         raise Interrupted("import probe")
     if proc.returncode:
         raise CellError("import-error", tail(proc.stderr + proc.stdout))
     # Old releases print deprecation notices on import; the probe's answer is the last line.
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def freeze(python: Path) -> dict[str, str]:
-    rc, out = _run([_uv(), "pip", "freeze", "--python", str(python)], 60, uv_env())
-    packages = {}
-    for line in out.splitlines():
-        name, sep, version = line.partition("==")
-        if sep:
-            packages[name.strip().lower()] = version.strip()
-    return packages
 
 
 def child_env(**extra: str) -> dict[str, str]:

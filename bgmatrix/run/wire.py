@@ -42,7 +42,7 @@ from types import ModuleType
 
 import httpx
 
-from bgmatrix.run import runner
+from bgmatrix.run import env
 from bgmatrix.spec import ROOT
 
 WIRE_APPS = ROOT / "tests" / "wire"
@@ -163,11 +163,11 @@ def install_server(python: Path, cell: dict) -> dict:
     Returns uvicorn's version and the packages added; raises :class:`WireUnavailable` with the
     resolver's words when no uvicorn release fits.
     """
-    before = runner.freeze(python)
-    cmd = [runner._uv(), "pip", "install", "-q", "--python", str(python)]
+    before = env.freeze(python)
+    cmd = [env.uv(), "pip", "install", "-q", "--python", str(python)]
     if cell.get("cutoff"):
         cmd += ["--exclude-newer", cell["cutoff"]]
-        for name in runner.BUILD_TOOLS:  # as in build_env: sdists need today's tools
+        for name in env.BUILD_TOOLS:  # as in build_env: sdists need today's tools
             cmd += ["--exclude-newer-package", f"{name}=false"]
     with tempfile.TemporaryDirectory(prefix="bgmatrix-wire-pins-") as tmp:
         pins, overrides = Path(tmp) / "constraints.txt", Path(tmp) / "overrides.txt"
@@ -176,13 +176,13 @@ def install_server(python: Path, cell: dict) -> dict:
                                      for n in UNUSED_ACCELERATORS))
         cmd += ["--constraint", str(pins), "--override", str(overrides), "uvicorn"]
         try:
-            rc, out = runner._run(cmd, INSTALL_TIMEOUT, runner.uv_env())
+            rc, out = env.run(cmd, INSTALL_TIMEOUT, env.uv_env())
         except subprocess.TimeoutExpired:
             rc, out = 1, f"installing uvicorn did not finish in {INSTALL_TIMEOUT}s"
     if rc:
         raise WireUnavailable("no uvicorn as of the cell's cutoff installs with the cell's "
-                              "packages: " + runner.tail(out))
-    after = runner.freeze(python)
+                              "packages: " + env.tail(out))
+    after = env.freeze(python)
     changed = {n: [before[n], after.get(n)] for n in before if after.get(n) != before[n]}
     if changed:  # the constraints forbid it; a resolver that ignored them is caught here
         raise WireUnavailable(f"installing uvicorn changed the cell's packages: {changed}")
@@ -221,7 +221,7 @@ def _server_env(cell: dict, folder: Path) -> dict:
 
 def _stderr_tail(folder: Path) -> str:
     try:
-        return runner.tail((folder / "server.err").read_text(errors="replace"))
+        return env.tail((folder / "server.err").read_text(errors="replace"))
     except OSError:
         return ""
 
@@ -692,9 +692,9 @@ def observe(cell_python: Path, cell: dict, *,
                 except WireTimeout as exc:
                     result.update(state="timeout", message=str(exc))
     except WireUnavailable as exc:
-        result.update(state="wire-unavailable", message=runner.tail(str(exc)))
+        result.update(state="wire-unavailable", message=env.tail(str(exc)))
     except Exception as exc:  # a broken wire run is a recorded state, never a crashed sweep
-        result.update(state="error", message=runner.tail(
+        result.update(state="error", message=env.tail(
             f"{type(exc).__name__}: {exc}\n" + traceback.format_exc()))
     return result
 
