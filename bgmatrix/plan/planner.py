@@ -98,14 +98,14 @@ ERAS = (
     ("era-telemetry", "0.142.0"),  # per-task telemetry spans
 )
 
-_CELL_KEYS = {
+_CELL_KEYS: dict[str, type] = {
     "id": str,
     "kind": str,
     "python": str,
     "cutoff": str,
     "tags": list,
 }
-_NULLABLE_CELL_KEYS = {
+_NULLABLE_CELL_KEYS: dict[str, type] = {
     "fastapi": str,
     "starlette": str,
     "in_declared_range": bool,
@@ -196,7 +196,7 @@ def _fastapi_cell(
     pair = [release] if starlette is None else [release, starlette]
     python, problem = python_for(pair)
     cell: Cell = {
-        "id": cell_id(release.version, starlette and starlette.version, python),
+        "id": cell_id(release.version, starlette.version if starlette else None, python),
         "kind": "fastapi",
         "fastapi": release.version,
         "starlette": starlette.version if starlette else None,

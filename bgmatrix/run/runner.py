@@ -138,8 +138,8 @@ def suite_tools(exe: Path) -> Path:
     folder = WORK_DIR / "tools" / key
     if folder.is_dir():
         return folder
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent.mkdir(
-        parents=True, exist_ok=True) or folder.parent))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
     try:
         rc, out = _run([_uv(), "pip", "install", "-q", "--python", str(exe), "--target",
                         str(staging), *SUITE_TOOLS], INSTALL_TIMEOUT, uv_env())

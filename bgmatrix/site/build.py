@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bgmatrix import spec
-from bgmatrix.site import cell_pages, changes, exports, matrix, model
+from bgmatrix.site import cell_pages, changes, exports, matrix, model, pages
 from bgmatrix.spec import ROOT
 
 SITE = ROOT / "site"
@@ -54,12 +54,12 @@ def generate(
 ) -> int:
     """Write every page and export into ``out`` (which must not exist); returns page count."""
     shutil.copytree(HAND_WRITTEN, out)
-    pages = 0
+    count = 0
 
     def page(name: str, text: str) -> None:
-        nonlocal pages
+        nonlocal count
         write(out / name, text)
-        pages += 1
+        count += 1
 
     page("index.md", pages.home(snapshot))
     data = matrix.matrix_data(snapshot)
@@ -87,7 +87,7 @@ def generate(
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
     for path in sorted(pages.SUITE_DIR.glob("test_*.py")):
         page(f"suite/{path.stem}.md", pages.suite_page(path))
-    return pages
+    return count
 
 
 class _Collect(logging.Handler):
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         snapshot = model.load_snapshot(args.results, plan_path=args.plan,
                                        use_cache=not args.revalidate)
+        previous: changes.Previous | None
         if args.previous is not None:
             if not args.previous.is_dir():
                 raise model.ReportError(f"{args.previous}: --previous is not a folder")
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             previous = changes.from_git()
         with staging(args.out) as gen_dir, staging(args.site_dir) as site_dir:
-            pages = generate(snapshot, gen_dir, previous)
+            count = generate(snapshot, gen_dir, previous)
             generated = time.perf_counter()
             if not args.no_build:
                 build_site(gen_dir, site_dir)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {line}", file=sys.stderr)
         return USAGE_ERROR
     done = time.perf_counter()
-    print(f"report: snapshot {snapshot.id}: {len(snapshot.results)} results, {pages} pages "
+    print(f"report: snapshot {snapshot.id}: {len(snapshot.results)} results, {count} pages "
           f"generated in {generated - started:.1f} s into {args.out}")
     if args.no_build:
         return 0
