@@ -63,9 +63,14 @@ def serve(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def tests(session: nox.Session) -> None:
-    """The project's own tests: tooling, oracle self-tests, clause coverage, a live cell."""
-    session.run(*HOST, "ruff", "check", "bgmatrix", "tests", "noxfile.py", external=True)
-    session.run(*HOST, "python", "-m", "pytest", "tests/unit", *session.posargs, external=True)
+    """Lint, the layers contract (.importlinter), mypy (mypy.ini), then the project's tests."""
+    session.run(*HOST, "ruff", "check", "bgmatrix", "tests", "noxfile.py", "scripts",
+                external=True)
+    session.run(*HOST, "lint-imports", external=True)  # site | run > plan > shared; no cycles
+    session.run(*HOST, "mypy", external=True)  # bgmatrix/, configured in mypy.ini
+    # -rs: every skipped test says why, so a skip is never mistaken for a pass.
+    session.run(*HOST, "python", "-m", "pytest", "tests/unit", "-rs", *session.posargs,
+                external=True)
 
 
 @nox.session(venv_backend="none", default=False)
