@@ -21,12 +21,10 @@ group, which is terminated (then killed) when the run ends, fails or overruns it
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -42,8 +40,12 @@ from types import ModuleType
 
 import httpx
 
+from bgmatrix import vocabulary
 from bgmatrix.run import env
 from bgmatrix.spec import ROOT
+
+# Re-exported: the comparison lives in the vocabulary, which the site shares.
+from bgmatrix.vocabulary import CASE_PAIRS, disagreements, label_parts  # noqa: F401
 
 WIRE_APPS = ROOT / "tests" / "wire"
 SERVE = WIRE_APPS / "serve.py"
@@ -112,37 +114,6 @@ def suite_module(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@cache
-def grading(filename: str) -> dict[str, tuple[str, ...]]:
-    """The label tuples a spec test file grades with (``NOT_SILENT``, ``RAN_ONCE``, ...).
-
-    Read from the test's source, so the wire grades exactly as the suite does without a copy
-    that could drift; importing the module would need FastAPI on the host.  Understands
-    ``NAME = ("a", "b")`` and ``NAME = OTHER + ("c",)`` at module level.
-    """
-    found: dict[str, tuple[str, ...]] = {}
-
-    def value(node: ast.expr) -> tuple:
-        if isinstance(node, ast.Tuple):
-            return tuple(ast.literal_eval(node))
-        if isinstance(node, ast.Name):
-            return found[node.id]
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return value(node.left) + value(node.right)
-        raise ValueError(ast.dump(node))
-
-    for node in ast.parse((SUITE_DIR / filename).read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
-                node.targets[0], ast.Name):
-            try:
-                labels = value(node.value)
-            except (ValueError, KeyError):
-                continue
-            if all(isinstance(label, str) for label in labels):
-                found[node.targets[0].id] = labels
-    return found
 
 
 # -- installing and serving --------------------------------------------------------------------
@@ -595,8 +566,8 @@ def attach3(wire: Wire) -> dict:
     label = conflict_label(names(entries), ["injected-1", "injected-2"], ["own"], warned)
     evidence = {"status": got.status, "effects": names(entries),
                 "warnings": [w["message"][:200] for w in warned if w["user_warning"]]}
-    not_silent = grading("test_attachment.py")["NOT_SILENT"]
-    return _graded(label in not_silent, label, evidence, settled, (got.status,))
+    verdict, _ = vocabulary.grade("ATTACH-3", label)
+    return _graded(verdict == "conforms", label, evidence, settled, (got.status,))
 
 
 def attach6(wire: Wire) -> dict:
@@ -608,8 +579,8 @@ def attach6(wire: Wire) -> dict:
     entries = wire.effects("attach6", by="run")
     label = runs_label(names(entries), ["a", "b"], warnings_of(entries))
     evidence = {"status": got.status, "effects": names(entries)}
-    ran_once = grading("test_attachment.py")["RAN_ONCE"]
-    return _graded(label in ran_once, label, evidence, settled, (got.status,))
+    verdict, _ = vocabulary.grade("ATTACH-6", label)
+    return _graded(verdict == "conforms", label, evidence, settled, (got.status,))
 
 
 def iso1(wire: Wire, requests: int = 3) -> dict:
@@ -697,65 +668,3 @@ def observe(cell_python: Path, cell: dict, *,
         result.update(state="error", message=env.tail(
             f"{type(exc).__name__}: {exc}\n" + traceback.format_exc()))
     return result
-
-
-# -- comparing the two evidence sources --------------------------------------------------------
-
-GRADED = ("conforms", "deviates")
-_CASE = re.compile(r"^([a-z][a-z-]*):(.+)$")
-
-#: Wire cases that observe the same situation as a differently named raw case ("" is the raw
-#: label when the raw test has one case and names none).  MW-1's raw test is the plain
-#: response.  MW-2: uvicorn answers ``receive`` with ``http.disconnect`` as soon as the
-#: response is complete while the client stays, which is the raw "after-response"; a client
-#: that closes once it holds every byte (by Content-Length) is the raw "after-all-bytes".
-CASE_PAIRS = {
-    "MW-1": {"response": ""},
-    "MW-2": {"keep-open": "after-response", "close-after-read": "after-all-bytes"},
-}
-
-
-def label_parts(label: str) -> tuple[dict[str, str], set[str]]:
-    """``case:outcome`` parts by case, and the parts that name no case (``n/a`` left out)."""
-    cases: dict[str, str] = {}
-    bare: set[str] = set()
-    for part in label.split("; "):
-        match = _CASE.match(part)
-        if match:
-            cases[match.group(1)] = match.group(2)
-        elif part and part not in ("n/a", "-"):
-            bare.add(part)
-    return cases, bare
-
-
-def disagreements(raw_clauses: dict, wire_clauses: dict) -> list[dict]:
-    """Where the raw-ASGI result and the wire result of one cell tell different stories.
-
-    Pure: takes a result's ``clauses`` and a wire result's ``clauses``.  Only clauses graded
-    (``conforms`` or ``deviates``) on both sides are compared.  A ``verdict`` disagreement is
-    a different verdict; a ``label`` one is the same verdict with a different outcome for a
-    case both sides observed (after :data:`CASE_PAIRS`), or different case-free labels.
-    """
-    found = []
-    for clause in sorted(wire_clauses):
-        wire, raw = wire_clauses[clause], raw_clauses.get(clause)
-        if raw is None or raw.get("verdict") not in GRADED or wire.get("verdict") not in GRADED:
-            continue
-        entry = {"clause": clause,
-                 "raw": {"verdict": raw["verdict"], "label": raw["label"]},
-                 "wire": {"verdict": wire["verdict"], "label": wire["label"]}}
-        raw_cases, raw_bare = label_parts(raw["label"])
-        wire_cases, wire_bare = label_parts(wire["label"])
-        if len(raw_bare) == 1 and not raw_cases:
-            raw_cases[""] = next(iter(raw_bare))  # a single unnamed case, for CASE_PAIRS
-        pairs = CASE_PAIRS.get(clause, {})
-        differing = sorted(
-            case for case, outcome in wire_cases.items()
-            if pairs.get(case, case) in raw_cases and raw_cases[pairs.get(case, case)] != outcome
-        )
-        bare_differs = bool(raw_bare and wire_bare and raw_bare != wire_bare)
-        if raw["verdict"] != wire["verdict"]:
-            found.append(dict(entry, kind="verdict", cases=differing))
-        elif differing or bare_differs:
-            found.append(dict(entry, kind="label", cases=differing))
-    return found

@@ -18,10 +18,15 @@ import traceback
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# The repository root, for bgmatrix.vocabulary: the labels, passing sets and expectation texts
+# the suite, wire mode and the site share (stdlib-only, Python 3.8 compatible).
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from harness import Harness, ScenarioTimeout  # noqa: E402
 
-VERDICTS = ("conforms", "deviates", "n/a")
+from bgmatrix import vocabulary  # noqa: E402
+
+VERDICTS = vocabulary.VERDICTS
 _TRACE_LIMIT = 4000  # characters of a harness traceback kept: enough to locate the fault
 
 
@@ -75,14 +80,16 @@ class Record(object):
         self.observations[key] = _jsonable(value)
         return value
 
-    def verdict(self, clause, conforms, label, expected):
-        """Grade ``clause``: ``label`` is what was seen, ``expected`` what the spec asks."""
+    def grade(self, key, label, graded=None):
+        """Grade a clause by its expectation ``key`` (a clause ID, or ``<clause>/<case>``, see
+        ``bgmatrix.vocabulary.EXPECTATIONS``).  ``label`` is what was seen and is recorded;
+        ``graded`` is what the expectation judges when it is not ``label`` itself: the label
+        of each case of a composite label.  Verdict and expectation text come from one call."""
+        clause = vocabulary.clause_of(key)
         self._check(clause)
-        self.verdicts[clause] = {
-            "verdict": "conforms" if conforms else "deviates",
-            "label": label,
-            "expected": expected,
-        }
+        verdict, expected = vocabulary.grade(key, label if graded is None else graded)
+        self.verdicts[clause] = {"verdict": verdict, "label": label, "expected": expected}
+        return verdict
 
     def not_applicable(self, reason, clauses=None):
         """The release lacks what the clause is about (found by capability, not version)."""

@@ -145,11 +145,13 @@ def test_task_fate(entries, fate):
     assert wire.task_fate(entries) == fate
 
 
-def test_the_wire_grades_with_the_suites_own_label_lists():
-    lists = wire.grading("test_attachment.py")
-    assert "warn" in lists["NOT_SILENT"] and "drop" not in lists["NOT_SILENT"]
-    assert set(lists["MERGE_LABELS"]) <= set(lists["NOT_SILENT"])  # NAME = OTHER + (...)
-    assert "ran" in lists["RAN_ONCE"]
+def test_the_wire_grades_with_the_suites_own_vocabulary():
+    from bgmatrix import vocabulary
+
+    assert wire.disagreements is vocabulary.disagreements
+    assert vocabulary.grade("ATTACH-3", "warn")[0] == "conforms"
+    assert vocabulary.grade("ATTACH-3", "drop")[0] == "deviates"
+    assert vocabulary.grade("ATTACH-6", "ran")[0] == "conforms"
 
 
 def test_label_parts_tell_cases_from_numbered_labels():
