@@ -1,60 +1,117 @@
-"""``bgmatrix`` / ``python -m bgmatrix``: run cells, sweep the matrix, show a result.
+"""``bgmatrix <verb>`` (also ``python -m bgmatrix <verb>``): every command of the project.
 
-Every user error is one line on stderr and exit code 2, with nothing written.
+    bgmatrix --help              the verbs, one line each
+    bgmatrix <verb> --help       a verb's options
+
+Each verb lives in the module that does the work; that module exposes ``add_arguments(parser)``
+and ``command(args) -> int``, and only the chosen verb's module is imported. Errors: every
+:class:`bgmatrix.errors.BgmatrixError` becomes one line on stderr (one per problem) and exit
+code 2, here and nowhere else; Ctrl-C anywhere is one line and exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+from typing import NoReturn, Sequence
 
-from bgmatrix import results
-from bgmatrix.plan import store
-from bgmatrix.spec import SpecError
+from bgmatrix.errors import (
+    INTERRUPTED,
+    USAGE_ERROR,
+    BgmatrixError,
+    Interrupted,
+    UsageError,
+    problem_lines,
+)
 
-USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    pass
-
-
-def select(
-    cells: list[dict], targets: list[str], tags: list[str], everything: bool = False
-) -> list[dict]:
-    """Cells named by id, by ``fastapi==X`` / ``starlette==X``, or carrying every tag."""
-    chosen: list[dict] = list(cells) if everything else []
-    for target in targets:
-        name, sep, version = target.partition("==")
-        if sep and name in ("fastapi", "starlette"):
-            hits = [c for c in cells if c.get(name) == version and
-                    (name == "fastapi" or c["kind"] == "starlette")]
-            if not hits:
-                known = [c[name] for c in cells if c.get(name)]
-                span = f"{known[0]} … {known[-1]}" if known else "none"
-                raise UsageError(
-                    f"{name} {version} is not a planned release (planned: {span}); "
-                    "`nox -s plan` refreshes the plan from the package index"
-                )
-        else:
-            hits = [c for c in cells if c["id"] == target]
-            if not hits:
-                raise UsageError(f"unknown cell {target!r}; `nox -l` lists them")
-        chosen.extend(h for h in hits if h not in chosen)
-    for tag in tags:
-        if not any(tag in c["tags"] for c in cells):
-            raise UsageError(f"no cell is tagged {tag!r}")
-    if tags:
-        pool = chosen or cells
-        chosen = [c for c in pool if all(t in c["tags"] for t in tags)]
-    return chosen
+#: verb -> (module with add_arguments/command, one-line help). In the order --help lists them.
+VERBS: dict[str, tuple[str, str]] = {
+    "run": ("bgmatrix.cli", "run cells into results/ (by id, fastapi==X, starlette==X, --tag)"),
+    "show": ("bgmatrix.cli", "print one cell's state and verdicts, with the reason for each n/a"),
+    "reproduce": ("bgmatrix.run.reproduce",
+                  "re-run the headline cells in a scratch folder; compare with results/"),
+    "plan": ("bgmatrix.plan.planner", "refresh matrix/plan.json from the package index"),
+    "report": ("bgmatrix.site.build", "generate the site from spec/ and results/, build it"),
+    "cite": ("bgmatrix.site.cite", "print a GitHub-ready citation of a clause (or of one cell)"),
+    "candidates": ("bgmatrix.run.candidates",
+                   "run the candidate resolutions (or any FastAPI build) through the suite"),
+    "shard": ("bgmatrix.run.shards", "CI's split: run shard K of N, merge shards, list the jobs"),
+    "watch": ("bgmatrix.run.watch",
+              "find releases newer than the plan, run their cells, summarise what changed"),
+    "snapshot": ("bgmatrix.snapshot", "print the snapshot id of a results folder"),
+}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (`{self.prog} --help` lists the options)")
+
+
+def parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line; only ``verb``'s module is imported to fill in its options."""
+    p = _Parser(prog="bgmatrix", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="Every error is one line on stderr and exit code 2; Ctrl-C exits 130.")
+    sub = p.add_subparsers(dest="verb", metavar="<verb>", required=True,
+                           parser_class=_Parser)
+    for name, (module, help_) in VERBS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if name == verb:
+            target = importlib.import_module(module)
+            getattr(target, f"add_{name}_arguments", getattr(target, "add_arguments", None))(sp)
+            sp.set_defaults(func=getattr(target, f"{name}_command",
+                                         getattr(target, "command", None)))
+    return p
+
+
+def _verb_of(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in VERBS else None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = _verb_of(argv)
+    prog = f"bgmatrix {verb}" if verb else "bgmatrix"
+    try:
+        args = parser(verb).parse_args(argv)
+        return int(args.func(args))
+    except (KeyboardInterrupt, Interrupted) as exc:
+        message = str(exc) if isinstance(exc, KeyboardInterrupt) and str(exc) else "interrupted"
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    except BgmatrixError as exc:
+        for line in problem_lines(exc):
+            print(f"{prog}: {line}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+# ---------------------------------------------------------------------------- run, show
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    from bgmatrix import results
+
+    p.add_argument("targets", nargs="*", metavar="CELL|fastapi==X|starlette==X")
+    p.add_argument("-t", "--tag", action="append", default=[], help="cells with this tag")
+    p.add_argument("--all", action="store_true", help="every planned cell")
+    p.add_argument("-j", "--jobs", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="re-run cells that are current")
+    p.add_argument("--results", default=str(results.RESULTS_DIR))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from bgmatrix import results
+    from bgmatrix.plan import store
     from bgmatrix.run import sweep  # imported here: `show` and errors stay fast
 
-    cells = select(store.load_cells(), args.targets, args.tag, args.all)
+    cells = store.select(store.load_cells(), args.targets, args.tag, args.all)
     if not cells:
         raise UsageError("name a cell, fastapi==X, starlette==X, --tag T or --all")
     folder = Path(args.results)
@@ -71,69 +128,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def clause_order(clause_id: str) -> tuple:
+    """ATTACH-2 before ATTACH-10: chapter prefix, then the number as a number."""
+    prefix, _, number = clause_id.rpartition("-")
+    return (prefix, int(number)) if number.isdigit() else (clause_id, -1)
+
+
 def describe(result: dict) -> str:
-    """A cell's verdicts as a reader of h2spec would expect: clause, verdict, what was seen."""
+    """A cell's verdicts as a reader of h2spec would expect: clause, verdict, what was seen,
+    and for n/a the reason the release lacks the feature."""
     cell = result["cell"]
+    python = (result.get("provenance") or {}).get("python") or cell["python"]
     head = (f"{cell['id']}: {result['state']} — fastapi {cell['fastapi']}, starlette "
-            f"{cell['starlette']}, python {result['provenance'].get('python') or cell['python']}")
+            f"{cell['starlette']}, python {python}")
     lines = [head]
-    if result["message"]:
+    if result.get("message"):
         lines.append("  " + result["message"].splitlines()[-1][:300])
-    for cid, v in result["clauses"].items():
-        lines.append(f"  {cid:<10} {v['verdict']:<14} {v['label'][:70]}")
+    for cid in sorted(result["clauses"], key=clause_order):
+        v = result["clauses"][cid]
+        seen = v.get("reason") if v["verdict"] == "n/a" and v.get("reason") else v["label"]
+        lines.append(f"  {cid:<10} {v['verdict']:<14} {seen[:90]}")
     return "\n".join(lines)
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def add_show_arguments(p: argparse.ArgumentParser) -> None:
+    from bgmatrix import results
+
+    p.add_argument("cell", help="a cell id, e.g. fa-0.106.0_st-0.27.0_py3.8")
+    p.add_argument("--results", default=str(results.RESULTS_DIR))
+
+
+def show_command(args: argparse.Namespace) -> int:
+    from bgmatrix import results
+
     path = Path(args.results) / f"{args.cell}.json"
     if not path.exists():
         raise UsageError(f"no result for {args.cell!r} in {args.results}")
     print(describe(results.load(path)))
     return 0
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from bgmatrix.plan import planner
-
-    return planner.main(args.rest)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bgmatrix", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run cells (by id, fastapi==X, starlette==X or --tag)")
-    run.add_argument("targets", nargs="*")
-    run.add_argument("-t", "--tag", action="append", default=[], help="cells with this tag")
-    run.add_argument("--all", action="store_true", help="every planned cell")
-    run.add_argument("-j", "--jobs", type=int, default=2)
-    run.add_argument("--force", action="store_true", help="re-run cells that are current")
-    run.add_argument("--results", default=str(results.RESULTS_DIR))
-    run.set_defaults(func=cmd_run)
-    show = sub.add_parser("show", help="print one cell's verdicts")
-    show.add_argument("cell")
-    show.add_argument("--results", default=str(results.RESULTS_DIR))
-    show.set_defaults(func=cmd_show)
-    plan = sub.add_parser("plan", help="refresh matrix/plan.json from the package index")
-    plan.add_argument("rest", nargs=argparse.REMAINDER)
-    plan.set_defaults(func=cmd_plan)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["plan"]:  # the planner owns its options (--out ...)
-        from bgmatrix.plan import planner
-
-        return planner.main(argv[1:])
-    args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (UsageError, store.PlanFileError, results.ResultError, SpecError) as exc:
-        print(f"bgmatrix: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

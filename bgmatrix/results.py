@@ -26,12 +26,15 @@ RESULTS_DIR = ROOT / "results"
 FAILED_STATES = ("install-error", "no-interpreter", "import-error", "harness-error", "timeout")
 
 
-class ResultError(Exception):
+
+class ResultError(BgmatrixError):
     """A result file is missing, corrupt, of another schema, or contradicts itself."""
 
 
 @cache
 def schema() -> dict:
+from bgmatrix import evidence
+from bgmatrix.errors import BgmatrixError
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from bgmatrix.errors import BgmatrixError
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = ROOT / "spec"
 
@@ -31,7 +33,7 @@ _KEYWORD = re.compile(r"^\*\*(MUST NOT|MUST|SHOULD NOT|SHOULD|MAY)\.\*\* (.+)$",
 _VERSION = re.compile(r"^Spec version: (\d+\.\d+\.\d+)$", re.M)
 
 
-class SpecError(Exception):
+class SpecError(BgmatrixError):
     """spec/ does not have the shape the tools rely on."""
 
 

@@ -32,6 +32,8 @@ from pypi_simple import (
     UnsupportedRepoVersionError,
 )
 
+from bgmatrix.errors import BgmatrixError
+
 # Seconds per request; the index answers in well under a second, a hung socket should not
 # hang the planner.
 TIMEOUT = 30.0
@@ -50,7 +52,7 @@ _TRANSPORT_ERRORS = (
 )
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(BgmatrixError):
     """The package index could not be reached or gave unusable answers (one-line message)."""
 
 

@@ -1,15 +1,13 @@
 """The release planner: which environments ("cells") the spec suite runs in.
 
-``build_plan`` is a pure function from index data to the plan; ``write_plan`` and
-``load_plan`` are the only readers and writers of ``matrix/plan.json``. Run
-``python -m bgmatrix.plan.planner`` to refresh the committed plan from the package index.
+``build_plan`` is a pure function from index data to the plan; :mod:`bgmatrix.plan.store` is
+the one reader and writer of ``matrix/plan.json``. ``bgmatrix plan`` refreshes the committed
+plan from the package index.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -18,15 +16,15 @@ from typing import Any, Iterable, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from bgmatrix.plan.index import IndexUnavailable, Release, fetch_releases, make_client, one_line
-from bgmatrix.results import write_text_atomic
+from bgmatrix.plan import store
+from bgmatrix.plan.index import Release, fetch_releases, make_client
+from bgmatrix.plan.store import cell_id
 
 Cell = dict[str, Any]
 
-SCHEMA = 1
-DEFAULT_PATH = "matrix/plan.json"
+SCHEMA = store.SCHEMA
 
 #: The interpreters the project targets, oldest first. 3.8 is the floor because the in-cell
 #: spec suite (tests/spec) is written for 3.8; releases that allow older Pythons run on 3.8.
@@ -97,25 +95,6 @@ ERAS = (
     ("era-frontend", "0.138.0"),  # app.frontend() groups; their tasks lost until 0.141.1
     ("era-telemetry", "0.142.0"),  # per-task telemetry spans
 )
-
-_CELL_KEYS: dict[str, type] = {
-    "id": str,
-    "kind": str,
-    "python": str,
-    "cutoff": str,
-    "tags": list,
-}
-_NULLABLE_CELL_KEYS: dict[str, type] = {
-    "fastapi": str,
-    "starlette": str,
-    "in_declared_range": bool,
-    "starlette_bound": str,
-}
-
-
-class PlanError(Exception):
-    """The plan file is missing, corrupt or of another schema (one-line message)."""
-
 
 # ---------------------------------------------------------------------------- building
 
@@ -287,17 +266,6 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
-def cell_id(fastapi: Optional[str], starlette: Optional[str], python: str) -> str:
-    """Readable, filesystem-safe id, e.g. 'fa-0.110.0_st-0.36.3_py3.8' or 'st-0.36.3_py3.8'."""
-    parts = []
-    if fastapi is not None:
-        parts.append(f"fa-{fastapi}")
-    # A FastAPI cell without a Starlette says so in its id rather than colliding with others.
-    parts.append(f"st-{starlette}" if starlette is not None else "st-none")
-    parts.append(f"py{python}")
-    return "_".join(parts)
-
-
 def cell_sort_key(cell: Cell) -> tuple:
     """Order cells by kind, FastAPI version, Starlette version, Python version."""
     return (
@@ -432,92 +400,6 @@ def _canonical(name: str) -> str:
 # ---------------------------------------------------------------------------- file
 
 
-def render(plan: dict[str, Any]) -> str:
-    """Serialise a plan deterministically (stable keys, no generation timestamp)."""
-    return json.dumps(plan, indent=1, sort_keys=True) + "\n"
-
-
-def write_plan(plan: dict[str, Any], path: os.PathLike | str) -> bool:
-    """Atomically write ``plan`` to ``path``; return True when the bytes changed.
-
-    The text is rendered before anything touches the disk, and goes through a temporary file
-    in the same folder and ``os.replace``: readers see the old plan or the new, never half.
-    """
-    target = Path(path)
-    text = render(plan)
-    try:
-        if target.exists() and target.read_text(encoding="utf-8") == text:
-            return False
-        write_text_atomic(target, text)
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot write: {one_line(exc)}") from None
-    return True
-
-
-def load_plan(path: os.PathLike | str = DEFAULT_PATH) -> dict[str, Any]:
-    """Read and validate a plan file; raise PlanError('<path>: <problem>') if unusable."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(f"{path}: missing (run python -m bgmatrix.plan.planner)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{path}: unreadable: {one_line(exc)}") from None
-    try:
-        plan = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}: not valid JSON ({exc})") from None
-    problem = plan_problem(plan)
-    if problem:
-        raise PlanError(f"{path}: {problem}")
-    return plan
-
-
-def plan_problem(plan: Any) -> Optional[str]:
-    """Return the first structural problem of a loaded plan, or None when it is sound."""
-    if not isinstance(plan, dict):
-        return "not a JSON object"
-    if plan.get("schema") != SCHEMA:
-        return f"schema is {plan.get('schema')!r}, expected {SCHEMA}"
-    for key in ("pythons", "fastapi", "starlette", "cells"):
-        if not isinstance(plan.get(key), list):
-            return f"{key!r} is missing or not a list"
-    for kind in ("fastapi", "starlette"):
-        for entry in plan[kind]:
-            if not isinstance(entry, dict) or not isinstance(entry.get("version"), str):
-                return f"a {kind} release entry has no version"
-    seen = set()
-    for position, cell in enumerate(plan["cells"]):
-        problem = cell_problem(cell)
-        if problem:
-            return f"cell {position}: {problem}"
-        if cell["id"] in seen:
-            return f"cell {position}: duplicate id {cell['id']!r}"
-        seen.add(cell["id"])
-    return None
-
-
-def cell_problem(cell: Any) -> Optional[str]:
-    """Return what is wrong with one cell record, or None."""
-    if not isinstance(cell, dict):
-        return "not a JSON object"
-    for key, kind in _CELL_KEYS.items():
-        if not isinstance(cell.get(key), kind):
-            return f"{key!r} is missing or not a {kind.__name__}"
-    for key, kind in _NULLABLE_CELL_KEYS.items():
-        if key not in cell or not (cell[key] is None or isinstance(cell[key], kind)):
-            return f"{key!r} is missing or not a {kind.__name__} or null"
-    if cell["kind"] not in ("fastapi", "starlette"):
-        return f"unknown kind {cell['kind']!r}"
-    try:
-        expected = cell_id(cell["fastapi"], cell["starlette"], cell["python"])
-        parse_time(cell["cutoff"])
-    except (InvalidVersion, ValueError) as exc:
-        return f"{cell['id']!r}: {one_line(exc)}"
-    if cell["id"] != expected:
-        return f"id {cell['id']!r} does not match its versions (expected {expected!r})"
-    return None
-
-
 # ---------------------------------------------------------------------------- command
 
 
@@ -534,20 +416,18 @@ def summary(plan: dict[str, Any]) -> str:
     )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Refresh the plan file from the package index; exit 2 with one line on failure."""
-    parser = argparse.ArgumentParser(prog="python -m bgmatrix.plan.planner", description=__doc__)
-    parser.add_argument("--out", default=DEFAULT_PATH, help=f"plan file (default {DEFAULT_PATH})")
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=store.PLAN_PATH,
+                        help="plan file (default: matrix/plan.json)")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Refresh the plan file from the package index."""
     started = time.monotonic()
-    try:
-        with make_client() as client:
-            fastapi, starlette = fetch_releases(client)
-        plan = build_plan(fastapi, starlette)
-        changed = write_plan(plan, args.out)
-    except (IndexUnavailable, PlanError) as exc:
-        print(f"bgmatrix plan: {exc}", file=sys.stderr)
-        return 2
+    with make_client() as client:
+        fastapi, starlette = fetch_releases(client)
+    plan = build_plan(fastapi, starlette)
+    changed = store.write_plan(plan, args.out)
     missing = missing_headlines(plan)
     if missing:
         print(f"bgmatrix plan: warning: headline releases not on the index: {', '.join(missing)}",
@@ -556,7 +436,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elapsed = time.monotonic() - started
     print(f"{state} {args.out}: {summary(plan)} in {elapsed:.1f}s")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,11 +10,11 @@ a source tree, a wheel, a source distribution, a ``.patch`` file or a ``git+`` U
 without a patch and once with each, and writes ``candidates/regression.json``: a resolution
 must not break what FastAPI already tests.
 
-    python -m bgmatrix.run.candidates                    every candidate
-    python -m bgmatrix.run.candidates recommended warn   some of them
-    python -m bgmatrix.run.candidates ../fastapi         a source tree (or .whl, .tar.gz, .patch)
-    python -m bgmatrix.run.candidates git+https://example.org/fork/fastapi.git@branch
-    python -m bgmatrix.run.candidates --regression       FastAPI's own suite, with and without
+    bgmatrix candidates                    every candidate
+    bgmatrix candidates recommended warn   some of them
+    bgmatrix candidates ../fastapi         a source tree (or .whl, .tar.gz, .patch)
+    bgmatrix candidates git+https://example.org/fork/fastapi.git@branch
+    bgmatrix candidates --regression       FastAPI's own suite, with and without
 
 Every user error is one line on stderr and exit code 2, with nothing written.
 """
@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
@@ -50,7 +49,8 @@ from packaging.utils import (
 from packaging.version import Version
 
 from bgmatrix import results, spec
-from bgmatrix.plan import index, planner, store
+from bgmatrix.errors import BgmatrixError
+from bgmatrix.plan import index, store
 from bgmatrix.run import interpreters, runner
 from bgmatrix.spec import ROOT
 
@@ -84,7 +84,7 @@ _WORST_FIRST = ("errored", "failed", "skipped", "passed")
 _BAD = ("failed", "errored")
 
 
-class CandidateError(Exception):
+class CandidateError(BgmatrixError):
     """A target is not a FastAPI build, or a step before the suite failed (one line)."""
 
 
@@ -105,8 +105,8 @@ class Base:
 def base_release(plan_path: Path = store.PLAN_PATH) -> Base:
     """The newest planned FastAPI release, with the newest planned Starlette, on 3.11."""
     try:
-        data = planner.load_plan(plan_path)
-    except planner.PlanError as exc:
+        data = store.load_plan(plan_path)
+    except store.PlanError as exc:
         raise CandidateError(str(exc)) from None
     if not data["fastapi"] or not data["starlette"]:
         raise CandidateError(f"{plan_path}: no FastAPI or Starlette release is planned")
@@ -715,43 +715,29 @@ def describe_regression(report: dict) -> str:
 # -- command line ------------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bgmatrix.run.candidates", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("targets", nargs="*", metavar="NAME|PATH|WHEEL|SDIST|VCS-URL",
                    help="candidate names (default: all), or any FastAPI build")
     p.add_argument("--regression", action="store_true",
                    help="run FastAPI's own suite without and with each named candidate patch")
     p.add_argument("--results", default=str(results.RESULTS_DIR),
                    help="where result files go (default: results/)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        if args.regression:
-            report = regression(args.targets or names())
-            write_regression(report)
-            print(describe_regression(report))
-            return 0
-        base = base_release()
-        # Every target is resolved (and built) before any suite runs: a bad one costs
-        # nothing and writes nothing.
-        builds = [resolve(t, base) for t in (args.targets or names())]
-        states = []
-        for build_ in builds:
-            result = run(build_, Path(args.results))
-            states.append(result["state"])
-            print(describe(result))
-        return 0 if all(s == "ok" for s in states) else 1
-    except (CandidateError, results.ResultError, spec.SpecError) as exc:
-        # One line whatever the tool underneath said: the CLI's contract for every error.
-        print("bgmatrix.run.candidates: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def command(args: argparse.Namespace) -> int:
+    """``bgmatrix candidates``: exit 0 when every candidate cell ran, 1 otherwise."""
+    if args.regression:
+        report = regression(args.targets or names())
+        write_regression(report)
+        print(describe_regression(report))
+        return 0
+    base = base_release()
+    # Every target is resolved (and built) before any suite runs: a bad one costs
+    # nothing and writes nothing.
+    builds = [resolve(t, base) for t in (args.targets or names())]
+    states = []
+    for build_ in builds:
+        result = run(build_, Path(args.results))
+        states.append(result["state"])
+        print(describe(result))
+    return 0 if all(s == "ok" for s in states) else 1

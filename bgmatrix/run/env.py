@@ -14,6 +14,9 @@ import signal
 import subprocess
 from pathlib import Path
 
+from bgmatrix.errors import BgmatrixError
+from bgmatrix.errors import Interrupted as _Interrupted
+
 #: Installed beside the suite tools and the wire server: sdists need today's build tools.
 BUILD_TOOLS = ("setuptools", "wheel")
 
@@ -25,7 +28,7 @@ _URL = re.compile(r"https?://\S+")
 SIGINT_CODES = (-signal.SIGINT, 128 + signal.SIGINT)
 
 
-class CellError(Exception):
+class CellError(BgmatrixError):
     """The cell cannot be run; ``state`` is the cell state to record."""
 
     def __init__(self, state: str, message: str):
@@ -34,7 +37,7 @@ class CellError(Exception):
         self.message = message
 
 
-class Interrupted(Exception):
+class Interrupted(_Interrupted):
     """A child process was stopped by Ctrl-C: the cell has no result, not a failed one."""
 
 

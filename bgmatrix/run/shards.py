@@ -4,11 +4,11 @@ CI runs the cells on several runners at once; each writes its results into a fol
 own, and one merge step checks them all before anything reaches results/. The same split runs
 locally, so a failing shard can be reproduced on a laptop:
 
-    python -m bgmatrix.run.shards run K N --out DIR      shard K of N into DIR (tag shard-K when N
-                                                     is the plan's shard count, else round-robin)
-    python -m bgmatrix.run.shards merge DIR... --into results/ [--tag T] [--cell ID]
-    nox -l --json -t fastapi starlette | python -m bgmatrix.run.shards matrix
-                                                     the GitHub Actions matrix, one job a shard
+    bgmatrix shard run K N --out DIR      shard K of N into DIR (tag shard-K when N is the
+                                          plan's shard count, else round-robin)
+    bgmatrix shard merge DIR... --into results/ [--tag T] [--cell ID]
+    nox -l --json -t fastapi starlette | bgmatrix shard matrix
+                                          the GitHub Actions matrix, one job a shard
 
 The merge publishes all or nothing: a planned cell missing from every folder, an invalid file,
 or one cell in two folders is one line each on stderr, exit 2, and results/ is left untouched.
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bgmatrix import results, snapshot
-from bgmatrix.cli import UsageError, select
+from bgmatrix.errors import BgmatrixError
 from bgmatrix.plan import store
 
 USAGE_ERROR = 2
@@ -40,7 +40,7 @@ _SHARD_TAG = re.compile(r"^shard-(\d+)$")
 _PYTHON_TAG = re.compile(r"^py(3\.\d+)$")
 
 
-class ShardError(Exception):
+class ShardError(BgmatrixError):
     """A shard cannot be chosen or a listing cannot be grouped (one-line message)."""
 
 
@@ -113,7 +113,7 @@ def actions_matrix(listing: Sequence[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------- merging
 
 
-class MergeRefused(Exception):
+class MergeRefused(BgmatrixError):
     """The shard folders cannot be published; ``problems`` has one line each."""
 
     def __init__(self, problems: list[str]):
@@ -205,16 +205,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     planned = store.load_cells(Path(args.plan))
     # Empty values count as absent, so a workflow can pass its optional inputs unconditionally.
     cell_ids, tags = [c for c in args.cell if c], [t for t in args.tag if t]
-    chosen = select(planned, cell_ids, tags, everything=not (cell_ids or tags))
+    chosen = store.select(planned, cell_ids, tags, everything=not (cell_ids or tags))
     into = Path(args.into)
     try:
         counts = merge([Path(f) for f in args.folders], into, [c["id"] for c in chosen])
-    except MergeRefused as refused:
-        for line in refused.problems:
-            print(f"bgmatrix merge: {line}", file=sys.stderr)
-        print(f"bgmatrix merge: refused ({len(refused.problems)} problem(s)); nothing written "
-              f"to {into}", file=sys.stderr)
-        return USAGE_ERROR
+    except MergeRefused as refused:  # the CLI prints one line per problem, then exits 2
+        raise MergeRefused([*refused.problems, f"refused ({len(refused.problems)} problem(s)); "
+                            f"nothing written to {into}"]) from None
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())
                        if state not in ("written", "unchanged"))
     print(f"merged {len(chosen)} cells from {len(args.folders)} folder(s) into {into}: "
@@ -230,7 +227,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.listing == "-" else Path(args.listing).read_text("utf-8")
+    try:
+        text = sys.stdin.read() if args.listing == "-" else Path(args.listing).read_text("utf-8")
+    except OSError as exc:
+        raise ShardError(f"{args.listing}: cannot be read ({exc.strerror or exc})") from None
     try:
         listing = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -243,18 +243,18 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bgmatrix.run.shards", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--plan", default=str(store.PLAN_PATH), help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="step", required=True, metavar="{run,merge,matrix}")
     run = sub.add_parser("run", help="run shard K of N into a folder of its own")
     run.add_argument("k", type=int, metavar="K")
     run.add_argument("n", type=int, metavar="N")
     run.add_argument("--out", required=True, help="folder for this shard's result files")
     run.add_argument("-j", "--jobs", type=int, default=2)
     run.add_argument("--force", action="store_true", help="re-run cells that are current")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(step_func=cmd_run)
     merge_p = sub.add_parser("merge", help="check shard folders and copy them into results/")
     merge_p.add_argument("folders", nargs="+", metavar="DIR")
     merge_p.add_argument("--into", required=True, help="the results folder to publish into")
@@ -262,23 +262,12 @@ def parser() -> argparse.ArgumentParser:
                          help="only cells with this tag were run (as `run --tag`)")
     merge_p.add_argument("--cell", action="append", default=[],
                          help="only this cell was run (repeatable)")
-    merge_p.set_defaults(func=cmd_merge)
+    merge_p.set_defaults(step_func=cmd_merge)
     matrix = sub.add_parser("matrix", help="group `nox -l --json` into shard jobs (JSON)")
     matrix.add_argument("listing", nargs="?", default="-", help="its output (default: stdin)")
-    matrix.set_defaults(func=cmd_matrix)
-    return p
+    matrix.set_defaults(step_func=cmd_matrix)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ShardError, UsageError, store.PlanFileError, results.ResultError, OSError) as exc:
-        print(f"bgmatrix shards: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def command(args: argparse.Namespace) -> int:
+    """``bgmatrix shard run|merge|matrix``."""
+    return int(args.step_func(args))

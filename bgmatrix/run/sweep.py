@@ -123,9 +123,11 @@ def sweep(
             queue.clear()
             for fut in pending:
                 fut.cancel()
-            print(f"interrupted: {len(summary.done)} finished; run again to resume",
-                  file=out, flush=True)
-            raise
+            # One line, printed by the CLI: the finished cells are kept, the rest re-run.
+            raise KeyboardInterrupt(
+                f"interrupted: {len(summary.done)} finished; run again to resume") from None
+    if summary.done:
+        snapshot.record_run(results_dir, began, len(summary.done), runner.uv_version())
     return summary
 
 

@@ -1,7 +1,6 @@
 """Release watch: new FastAPI or Starlette releases, their cells run, and what changed.
 
-    python -m bgmatrix.run.watch [--plan matrix/plan.json] [--results results/] [-j N]
-                             [--summary FILE]
+    bgmatrix watch [--plan matrix/plan.json] [--results results/] [-j N] [--summary FILE]
 
 Asks the package index for releases the plan does not have yet. With none, it stops there
 (two small requests, a few seconds). Otherwise it rebuilds the plan with them, runs only the
@@ -30,9 +29,8 @@ from typing import Optional, Protocol, TextIO
 from packaging.version import Version
 
 from bgmatrix import results, spec
-from bgmatrix.plan import planner
+from bgmatrix.plan import planner, store
 from bgmatrix.plan.index import (
-    IndexUnavailable,
     Release,
     fetch_releases,
     list_releases,
@@ -40,7 +38,6 @@ from bgmatrix.plan.index import (
 )
 
 CHANGED = 1
-USAGE_ERROR = 2
 
 #: A cell with this Starlette bound is compared with the previous release's cell of the first
 #: bound listed that exists: a release pinning one Starlette ("only") is its own lowest and
@@ -309,7 +306,7 @@ def watch(
     # Looked up now, not at import: a caller (or pytest) may have replaced the streams.
     out, err = out or sys.stdout, err or sys.stderr
 
-    old = planner.load_plan(plan_path)
+    old = store.load_plan(plan_path)
     fastapi_seen, starlette_seen = index.versions()
     new_fastapi, new_starlette = new_versions(old, fastapi_seen, starlette_seen)
     if not new_fastapi and not new_starlette:
@@ -322,7 +319,7 @@ def watch(
     new = planner.build_plan(fastapi, starlette)
     known = {c["id"] for c in old["cells"]}
     cells = [c for c in new["cells"] if c["id"] not in known]
-    planner.write_plan(new, plan_path)
+    store.write_plan(new, plan_path)
     print(f"bgmatrix watch: new FastAPI {', '.join(new_fastapi) or 'none'}, Starlette "
           f"{', '.join(new_starlette) or 'none'}: {len(cells)} new cell(s); plan {plan_path} "
           "updated", file=err)
@@ -334,31 +331,24 @@ def watch(
     return (CHANGED if any(c.changed for c in comparisons) else 0), text
 
 
-def main(argv: Sequence[str] | None = None, index: IndexSource | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bgmatrix.run.watch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", default=planner.DEFAULT_PATH, help="plan file to compare and update")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--plan", type=Path, default=store.PLAN_PATH,
+                   help="plan file to compare and update")
     p.add_argument("--results", default=str(results.RESULTS_DIR), help="results folder")
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--summary", metavar="FILE",
                    help="also write the Markdown here when behaviour changed (and remove the "
                         "file otherwise), for CI to post as an issue")
-    args = p.parse_args(argv)
+
+
+def command(args: argparse.Namespace, index: IndexSource | None = None) -> int:
+    """``bgmatrix watch``: 0 nothing changed, 1 behaviour changed (errors: the CLI's 2)."""
     summary = Path(args.summary) if args.summary else None
     if summary is not None:
         summary.unlink(missing_ok=True)  # a stale file must never be posted as this week's
-    try:
-        code, text = watch(index or LiveIndex(), Path(args.plan), Path(args.results), args.jobs)
-    except (IndexUnavailable, planner.PlanError, results.ResultError, spec.SpecError,
-            OSError) as exc:
-        print(f"bgmatrix watch: {' '.join(str(exc).split())}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        return 130
+    code, text = watch(index or LiveIndex(), Path(args.plan), Path(args.results), args.jobs)
     if code == CHANGED and summary is not None and text is not None:
         results.write_text_atomic(summary, text)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

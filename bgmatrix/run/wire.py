@@ -41,6 +41,7 @@ from types import ModuleType
 import httpx
 
 from bgmatrix import vocabulary
+from bgmatrix.errors import BgmatrixError
 from bgmatrix.run import env
 from bgmatrix.spec import ROOT
 
@@ -72,11 +73,11 @@ _MW1_CASES = ("response", "stream")
 _MW2_MODES = ("keep-open", "close-after-read")
 
 
-class WireUnavailable(Exception):
+class WireUnavailable(BgmatrixError):
     """No server can be run in this cell: no uvicorn fits, or it cannot serve the apps."""
 
 
-class WireTimeout(Exception):
+class WireTimeout(BgmatrixError):
     """The scenarios did not finish within :data:`BUDGET`."""
 
 

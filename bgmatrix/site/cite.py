@@ -1,6 +1,6 @@
 """Citations: GitHub-ready Markdown for a clause, or a clause in one cell, with permalinks.
 
-``python -m bgmatrix.site.cite ATTACH-3 [--cell ID] [--results DIR]`` prints exactly the text the
+``bgmatrix cite ATTACH-3 [--cell ID] [--results DIR]`` prints exactly the text the
 copy button on the clause (or cell) page yields, so a maintainer can paste it into an upstream
 thread from either place.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
+from bgmatrix.errors import UsageError
 from bgmatrix.site import model
 from bgmatrix.site.markup import md_code
 from bgmatrix.spec import ROOT
@@ -21,7 +21,6 @@ from bgmatrix.spec import ROOT
 MKDOCS_YML = ROOT / "site" / "mkdocs.yml"
 #: More ranges than this and a citation stops being a sentence; the page has them all.
 MAX_RANGES = 4
-USAGE_ERROR = 2
 
 
 @cache
@@ -165,34 +164,23 @@ def default_clause(snapshot: model.Snapshot, result: dict) -> str:
     return (starlette or [snapshot.clauses[0].id])[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bgmatrix.site.cite",
-        description="Print a GitHub-ready citation of a clause (or of a clause in one cell).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clause", help="a clause ID, e.g. ATTACH-3")
     parser.add_argument("--cell", help="a cell id, e.g. fa-0.106.0_st-0.27.0_py3.8")
     parser.add_argument("--results", type=Path, default=model.results.RESULTS_DIR,
                         help="the results folder (default: results/)")
-    args = parser.parse_args(argv)
-    try:
-        snapshot = model.load_snapshot(args.results)
-    except model.ReportError as exc:
-        print(f"cite: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return USAGE_ERROR
+
+
+def command(args: argparse.Namespace) -> int:
+    """``bgmatrix cite CLAUSE [--cell ID]``: print the citation Markdown."""
+    snapshot = model.load_snapshot(args.results)
     if args.clause not in snapshot.clause_by_id:
-        print(f"cite: unknown clause {args.clause!r}; clause IDs look like ATTACH-3 "
-              "(see spec/)", file=sys.stderr)
-        return USAGE_ERROR
+        raise UsageError(f"unknown clause {args.clause!r}; clause IDs look like ATTACH-3 "
+                         "(see spec/)")
     if args.cell is None:
         print(clause_markdown(snapshot, args.clause))
     elif args.cell not in snapshot.results:
-        print(f"cite: no result for cell {args.cell!r} in {args.results}", file=sys.stderr)
-        return USAGE_ERROR
+        raise UsageError(f"no result for cell {args.cell!r} in {args.results}")
     else:
         print(cell_markdown(snapshot, args.clause, args.cell))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
