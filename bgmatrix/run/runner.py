@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
-from bgmatrix import __version__, results, spec
+from bgmatrix import __version__, paths, results, spec
 from bgmatrix.run import interpreters
 from bgmatrix.run.env import (  # shared with wire mode and the candidates; runner keeps the names
     BUILD_TOOLS,
@@ -35,7 +35,7 @@ from bgmatrix.run.env import uv as _uv
 from bgmatrix.spec import ROOT
 
 SUITE_DIR = ROOT / "tests" / "spec"
-WORK_DIR = Path(os.environ.get("BGMATRIX_WORK", ROOT / ".bgmatrix"))
+WORK_DIR = paths.WORK_DIR  # the tools' one work folder, shared with the site (bgmatrix.paths)
 
 #: The suite's own tools, pinned and installed apart from the release under test, so that a
 #: 2019 cell runs the same harness as a 2026 one.  pytest 8.3 is the newest supporting 3.8.

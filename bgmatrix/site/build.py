@@ -25,12 +25,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bgmatrix import spec
-from bgmatrix.site import cell_pages, changes, exports, matrix, model, pages
+from bgmatrix.site import cell_pages, changes, exports, matrix, model, pages, suite
 from bgmatrix.spec import ROOT
 
 SITE = ROOT / "site"
@@ -47,19 +47,36 @@ def write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")  # strict: text that is not clean is a bug here
 
 
+#: Fixed pages: home, matrix, decision, changes, downloads, the clause and the cell index.
+FIXED_PAGES = 7
+PROGRESS_EVERY = 2.0  # seconds between progress lines while pages are generated
+
+
+def page_total(snapshot: model.Snapshot) -> int:
+    """How many pages :func:`generate` writes, known before it starts (for its progress)."""
+    return (FIXED_PAGES + len(snapshot.clauses) + len(snapshot.results)
+            + 1 + len(spec.CHAPTERS) + len(list(suite.SUITE_DIR.glob("test_*.py"))))
+
+
 def generate(
     snapshot: model.Snapshot,
     out: Path,
     previous: changes.Previous | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Write every page and export into ``out`` (which must not exist); returns page count."""
+    """Write every page and export into ``out`` (which must not exist); returns page count.
+
+    ``progress(done, total)`` is called after each page."""
     shutil.copytree(HAND_WRITTEN, out)
     count = 0
+    total = page_total(snapshot)
 
     def page(name: str, text: str) -> None:
         nonlocal count
         write(out / name, text)
         count += 1
+        if progress is not None:
+            progress(count, total)
 
     page("index.md", pages.home(snapshot))
     data = matrix.matrix_data(snapshot)
@@ -74,7 +91,7 @@ def generate(
     sizes = {p.name: p.stat().st_size for p in (out / "downloads").iterdir()}
     page("downloads.md", pages.downloads(snapshot, sizes))
 
-    tests = pages.suite_tests()
+    tests = suite.tests_by_clause(snapshot.results.values())
     page("clauses/index.md", pages.clauses_index(snapshot))
     for clause in snapshot.clauses:
         page(f"clauses/{clause.id}.md",
@@ -85,8 +102,10 @@ def generate(
     for name in ("index", *spec.CHAPTERS):
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
-    for path in sorted(pages.SUITE_DIR.glob("test_*.py")):
-        page(f"suite/{path.stem}.md", pages.suite_page(path))
+    for path in sorted(suite.SUITE_DIR.glob("test_*.py")):
+        source = path.read_text(encoding="utf-8")
+        page(f"suite/{path.stem}.md",
+             pages.suite_page(path, source, suite.marks_by_test(tests, path.name)))
     return count
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from bgmatrix import vocabulary
 from bgmatrix.site import cite, model
 from bgmatrix.site.markup import clean, esc, html_table, link, pre, tag
 from bgmatrix.site.matrix import verdict_class
@@ -219,15 +220,13 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
 def wire_section(root: str, result: dict) -> list[str]:
     """Raw-ASGI and wire (a real server and client) evidence side by side, disagreements
     flagged: the second source confirms or qualifies the first, clause by clause."""
-    from bgmatrix.run.wire import disagreements
-
     wire = result["wire"]
     lines = ["## Wire evidence", ""]
     lines.append(raw(tag("p", esc(
         f"Re-observed through uvicorn {wire.get('uvicorn') or '?'} on 127.0.0.1 with an httpx "
         f"client: {wire['state']}" + (f" — {wire['message']}" if wire.get("message") else ""),
         600))))
-    differ = {d["clause"]: d for d in disagreements(result["clauses"], wire["clauses"])}
+    differ = {d["clause"]: d for d in vocabulary.disagreements(result["clauses"], wire["clauses"])}
     rows = []
     for cid, entry in sorted(wire["clauses"].items()):
         mine = result["clauses"].get(cid, {})

@@ -17,27 +17,18 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from bgmatrix import results, spec
+from bgmatrix import paths, results, spec, vocabulary
 from bgmatrix.snapshot import snapshot_id_of
 from bgmatrix.spec import ROOT, Clause
 
 PLAN_PATH = ROOT / "matrix" / "plan.json"
 
-#: The clause whose label is "the conflict behaviour" of a cell (FastAPI #11215 as reported).
-CONFLICT_CLAUSE = "ATTACH-3"
-#: The conflict cases a profile is read from (spec/resolution.md#profiles).
-CONFLICT_CLAUSES = ("ATTACH-3", "ATTACH-4", "ATTACH-8")
+#: The conflict clause, the conflict cases and the profiles are the vocabulary's.
+CONFLICT_CLAUSE = vocabulary.CONFLICT_CLAUSE
+CONFLICT_CLAUSES = vocabulary.CONFLICT_CLAUSES
+PROFILE_OF_LABEL = vocabulary.PROFILE_OF_LABEL
 #: Verdicts that are measurements; anything else says why there is none.
-MEASURED = ("conforms", "deviates", "n/a")
-#: Conflict label -> profile (spec/resolution.md#profiles); other labels belong to none.
-PROFILE_OF_LABEL = {
-    "drop": "drop",
-    "warn": "warn",
-    "merge": "merge",
-    "merge-reordered": "merge",
-    "warn+merge": "merge",
-    "warn+merge-reordered": "merge",
-}
+MEASURED = vocabulary.VERDICTS
 KINDS = ("fastapi", "starlette", "candidate")
 
 #: (verdict or cell state, label). A cell whose suite did not run has ("install-error", "");
@@ -101,15 +92,9 @@ def profile(cell_results: Iterable[dict]) -> str:
     for result in cell_results:
         for cid in CONFLICT_CLAUSES:
             verdict, label = outcome(result, cid)
-            if verdict in ("conforms", "deviates"):
+            if verdict in vocabulary.GRADED:
                 labels.update(conflict_part(part) for part in label.split("; "))
-    if not labels:
-        return "unmeasured"
-    outside = sorted(label for label in labels if label not in PROFILE_OF_LABEL)
-    if outside:
-        return " / ".join(outside)
-    profiles = {PROFILE_OF_LABEL[label] for label in labels}
-    return profiles.pop() if len(profiles) == 1 else "mixed"
+    return vocabulary.profile_of(labels)
 
 
 def behaviour_class(out: Outcome) -> str:
@@ -220,14 +205,6 @@ class Snapshot:
             out[kind] = sorted(versions, key=version_key)
         return out
 
-    @cached_property
-    def uploaded(self) -> dict[tuple[str, str], str]:
-        return {
-            (kind, r["version"]): r.get("uploaded", "")
-            for kind in ("fastapi", "starlette")
-            for r in self.plan.get(kind, [])
-        }
-
     def by_release(self, kind: str) -> dict[str, list[dict]]:
         """Measured releases of ``kind`` ("fastapi" or "starlette"), in order, with their cells."""
         if kind not in self._by_release:
@@ -286,12 +263,6 @@ class Snapshot:
         runs = [run(g) for g in groups]
         return Timeline(clause_id, kind, runs, _flips(runs))
 
-    def releases_between(self, kind: str, first: str, last: str) -> list[str]:
-        planned = self.planned.get(kind, [])
-        if first in planned and last in planned:
-            return planned[planned.index(first) : planned.index(last) + 1]
-        return [first] if first == last else [first, last]
-
 
 def _fold_unmeasured(items: list) -> list[list]:
     """Unplaced releases without a measurement, grouped while their states agree."""
@@ -345,9 +316,7 @@ def load_plan(path: Path = PLAN_PATH) -> dict:
 
 
 def _validated_cache() -> Path:
-    from bgmatrix.run.runner import WORK_DIR  # the tools' one work folder (git-ignored)
-
-    return WORK_DIR / "report" / "validated.json"
+    return paths.WORK_DIR / "report" / "validated.json"
 
 
 def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict], list[str]]:

@@ -9,20 +9,19 @@ plain ``.html`` URLs (``use_directory_urls: false``), which raw HTML links can r
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgmatrix.site import cite, model
+from bgmatrix import vocabulary
+from bgmatrix.site import cite, model, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, html_table, json_for_script, link, pre, tag
 from bgmatrix.site.matrix import legend_html, verdict_class
 from bgmatrix.spec import ROOT, Clause
 
-SUITE_DIR = ROOT / "tests" / "spec"
 NO_RESULTS = "No results yet: run `nox` (or `python -m bgmatrix run ...`) to measure releases."
 SEARCH_EXCLUDED = "---\nsearch:\n  exclude: true\n---\n\n"
 
@@ -327,45 +326,17 @@ def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
 # Clauses
 
 
-def suite_tests(suite_dir: Path = SUITE_DIR) -> dict[str, list[tuple[str, str]]]:
-    """clause ID -> [(file name, test function)] from the suite's ``clause`` markers."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    for path in sorted(suite_dir.glob("test_*.py")):
-        for node, ids in _marked(path):
-            for cid in ids:
-                found.setdefault(cid, []).append((path.name, node.name))
-    return found
-
-
-def _marked(path: Path) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, list[str]]]:
-    out = []
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        ids = [
-            a.value
-            for deco in node.decorator_list
-            if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
-            and deco.func.attr == "clause"
-            for a in deco.args
-            if isinstance(a, ast.Constant) and isinstance(a.value, str)
-        ]
-        if ids:
-            out.append((node, ids))
-    return out
-
-
 def spec_body(clause: Clause) -> str:
     """The clause's spec text for its own page: heading dropped, links pointed at spec/."""
     body = clause.text.split("\n", 1)[1] if "\n" in clause.text else ""
     body = re.sub(r"\]\(#", f"](../spec/{clause.chapter}.md#", body)
     body = re.sub(r"\]\(([a-z]+\.md)", r"](../spec/\1", body)
-    return body.replace("*Releases.* Not yet measured.", "").rstrip() + "\n"
+    return body.rstrip() + "\n"
 
 
 def releases_summary(snapshot: model.Snapshot, clause: Clause, root: str) -> str:
-    """The spec's "*Releases.*" line, generated from the results."""
+    """The clause's "*Releases.*" line, generated from the results when the site is built
+    (spec/ itself never carries it)."""
     timeline = snapshot.timeline(clause.id, cite.timeline_kind(snapshot, clause.id))
     said = cite.ranges_text(snapshot, timeline, code=code)
     evidence = f"[Timeline and evidence]({root}clauses/{clause.id}.md)"
@@ -407,19 +378,20 @@ def clause_page(
         # Filter links are raw HTML: a filter is not an anchor, so mkdocs must not check it.
         + link(f"../matrix.html#clause={clause.id}", "open in the matrix")
     )
-    lines += ["", "## Spec text", "", spec_body(clause), "## Tests that check it", ""]
-    from_results = sorted({
-        t for r in snapshot.results.values() for t in
+    lines += ["", "## Spec text", "", spec_body(clause),
+              releases_summary(snapshot, clause, root), "", "## Tests that check it", ""]
+    from_results = {
+        suite.test_name(t) for r in snapshot.results.values() for t in
         (r["clauses"].get(clause.id) or {}).get("tests", [])
-    })
-    known = {f"{f}::{name}" for f, name in tests}
-    for file, name in tests:
-        lines.append(f"- [`{file}::{name}`](../suite/{Path(file).stem}.md#{name}) "
-                     f"(tests/spec/{file})")
-    for node in from_results:
-        if node not in known:  # a test since renamed or removed: named, not linked
-            lines.append(raw(tag("div", code(node) + " (named in results, no longer in the "
-                                 "suite)")))
+    }
+    defined = suite.defined_tests()
+    for file, name in sorted(from_results | set(tests)):
+        if (file, name) in defined:
+            lines.append(f"- [`{file}::{name}`](../suite/{Path(file).stem}.md#{name}) "
+                         f"(tests/spec/{file})")
+        else:  # a test since renamed or removed: named, not linked
+            lines.append(raw(tag("div", code(f"{file}::{name}") + " (named in results, no "
+                                 "longer in the suite)")))
     if not tests and not from_results:
         lines.append("No test checks this clause yet.")
     lines.append("")
@@ -457,15 +429,13 @@ def clause_page(
 def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
     """The clause as a real client saw it (wire mode), beside the raw-ASGI verdict, for every
     cell that has wire evidence of it; disagreements first."""
-    from bgmatrix.run.wire import disagreements
-
     rows = []
     for result in snapshot.cells():
         wire = (result.get("wire") or {}).get("clauses", {}).get(clause.id)
         if wire is None:
             continue
         mine = result["clauses"].get(clause.id, {})
-        differ = disagreements({clause.id: mine}, {clause.id: wire})
+        differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
         flag = f"disagree ({esc(differ[0].get('kind', ''))})" if differ else (
             "agree" if mine.get("verdict") == wire["verdict"] else "—")
         raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
@@ -698,7 +668,8 @@ _CLAUSE_HEAD = re.compile(r"^### ([A-Z]+-\d+) — ", re.M)
 
 
 def spec_chapter(snapshot: model.Snapshot, text: str) -> str:
-    """A spec chapter with each clause's "*Releases.*" line generated from the results."""
+    """A spec chapter with each clause's "*Releases.*" line, generated from the results, at
+    the end of the clause's section."""
     out, pos = [], 0
     heads = list(_CLAUSE_HEAD.finditer(text))
     for i, head in enumerate(heads):
@@ -707,31 +678,19 @@ def spec_chapter(snapshot: model.Snapshot, text: str) -> str:
         section = text[head.start():end]
         clause = snapshot.clause_by_id.get(head.group(1))
         if clause is not None:
-            section = section.replace("*Releases.* Not yet measured.",
-                                      releases_summary(snapshot, clause, "../"), 1)
+            section = (section.rstrip("\n") + "\n\n"
+                       + releases_summary(snapshot, clause, "../") + "\n\n")
         out.append(section)
         pos = end
     out.append(text[pos:])
     return "".join(out)
 
 
-def suite_page(path: Path) -> str:
+def suite_page(path: Path, source: str, marks: dict[str, list[str]]) -> str:
     """A test file of the suite, split at its top-level definitions so each test has an
-    anchor that the clause pages link to."""
-    source = path.read_text(encoding="utf-8")
-    lines = source.splitlines()
-    tree = ast.parse(source)
-    marks = {node.name: ids for node, ids in _marked(path)}
-    starts = []
-    for node in tree.body:
-        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        starts.append((first, getattr(node, "name", None)))
-    chunks = []
-    bounds = [s for s, _ in starts] + [len(lines) + 1]
-    if starts and starts[0][0] > 1:
-        chunks.append((None, "\n".join(lines[: starts[0][0] - 1])))
-    for (first, name), end in zip(starts, bounds[1:]):
-        chunks.append((name, "\n".join(lines[first - 1 : end - 1])))
+    anchor that the clause pages link to; ``marks`` (test -> clauses) comes from the results'
+    test records (``suite.marks_by_test``)."""
+    chunks = suite.split_source(source)
     out = [
         SEARCH_EXCLUDED + f"# tests/spec/{path.name}",
         "",

@@ -9,7 +9,6 @@ log is the evidence every verdict is derived from.
 Runs unchanged on Python 3.8-3.13: no third-party imports, no newer syntax.
 """
 import asyncio
-import functools
 import inspect
 import threading
 import warnings
@@ -132,24 +131,6 @@ class Harness(object):
 
         task.__name__ = task.__qualname__ = "task_" + name.replace("-", "_")
         return task
-
-    def partial_task(self, name):
-        """A ``functools.partial`` of an ``async def`` function."""
-
-        async def task(label):
-            self.effect(label)
-
-        return functools.partial(task, name)
-
-    def callable_task(self, name):
-        """An object whose ``__call__`` is ``async def``."""
-        harness = self
-
-        class AsyncCallable(object):
-            async def __call__(self):
-                harness.effect(name)
-
-        return AsyncCallable()
 
     # -- driving ---------------------------------------------------------------------------
     def request(

@@ -10,6 +10,8 @@ import pytest
 from harness import Harness
 from oracle import conflict_label, qualifying_warnings, runs_label, tasks_after_body_label
 
+from bgmatrix import vocabulary
+
 INJECTED, OWN = ["injected-1", "injected-2"], ["own"]
 
 #: behaviour -> (warning to emit or None, task names to run, in order)
@@ -51,13 +53,35 @@ def test_each_behaviour_gets_its_own_label(behaviour):
     assert conflict_label(ex.effects, INJECTED, OWN, ex.warnings) == behaviour
 
 
-def test_labels_are_distinct():
-    labels = set()
-    for warning, effects in BEHAVIOURS.values():
-        h = Harness()
-        ex = h.request(synthetic_app(h, warning, effects))
-        labels.add(conflict_label(ex.effects, INJECTED, OWN, ex.warnings))
-    assert len(labels) == len(BEHAVIOURS)
+#: What spec/attachment.md (ATTACH-3) and spec/resolution.md#profiles say of each behaviour,
+#: written out here rather than read from the vocabulary, so a changed passing set or profile
+#: fails this test on its own.
+SPEC_SAYS = {
+    "drop": ("deviates", "drop"),
+    "warn": ("conforms", "warn"),
+    "merge": ("conforms", "merge"),
+    "merge-reordered": ("conforms", "merge"),
+    "warn+merge": ("conforms", "merge"),
+    "duplicate": ("deviates", "duplicate"),
+    "replace": ("deviates", "replace"),
+    "lost-all": ("deviates", "lost-all"),
+    "partial": ("deviates", "partial"),
+}
+
+
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
+def test_each_conflict_label_grades_and_profiles_as_the_spec_says(behaviour):
+    h = Harness()
+    warning, effects = BEHAVIOURS[behaviour]
+    label = conflict_label(*_seen(h, warning, effects))
+    verdict, expected = vocabulary.grade("ATTACH-3", label)
+    assert (verdict, vocabulary.profile_of([label])) == SPEC_SAYS[behaviour]
+    assert expected == vocabulary.EXPECTATIONS["ATTACH-3"].text  # one call, one set
+
+
+def _seen(h, warning, effects):
+    ex = h.request(synthetic_app(h, warning, effects))
+    return ex.effects, INJECTED, OWN, ex.warnings
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,14 @@ import pytest
 from bgmatrix import results, spec
 from bgmatrix.site import build, changes, cite, exports, matrix, model
 from bgmatrix.site.markup import clean, esc, json_for_script
+from bgmatrix.snapshot import snapshot_id_of
 
 PLAN = json.loads(model.PLAN_PATH.read_text(encoding="utf-8"))
 PLANNED = {c["id"]: c for c in PLAN["cells"]}  # a synthetic result agrees with its plan cell
 CLAUSE_IDS = [c.id for c in spec.load()]
+#: Test records named as the suite names them (the site links them to the suite's pages); other
+#: clauses get a made-up test name, which the site shows as no longer in the suite.
+SUITE_TESTS = {"ATTACH-3": "test_attachment.py::test_conflict_with_background_task"}
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic results, valid against schema/result.schema.json (also used by test_browser.py)
@@ -64,7 +68,8 @@ def make_result(
             verdict, label = outcomes.get(cid, ("n/a", "n/a"))
             entry = {"verdict": verdict, "label": label, "tests": []}
             if cid in outcomes:
-                test = f"test_{cid.lower().replace('-', '_')}.py::test_{cid.lower()}"
+                test = SUITE_TESTS.get(
+                    cid, f"test_{cid.lower().replace('-', '_')}.py::test_{cid.lower()}")
                 entry["tests"] = [test]
                 tests.append({
                     "test": test, "clauses": [cid], "outcome": "ok", "error": None,
@@ -180,7 +185,7 @@ def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Pat
 @pytest.fixture(autouse=True)
 def own_work_dir(tmp_path, monkeypatch):
     """The report remembers validated files under the work folder: keep the tests' apart."""
-    monkeypatch.setattr("bgmatrix.run.runner.WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr("bgmatrix.paths.WORK_DIR", tmp_path / "work")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,13 +269,13 @@ def test_profiles_follow_the_resolution_chapter():
 
 def test_snapshot_id_names_the_content():
     found = synthetic_results(limit=3)
-    first = model.snapshot_id(found)
+    first = snapshot_id_of(found)
     assert re.fullmatch(r"2026-01-02-[0-9a-f]{7}", first)
-    assert model.snapshot_id(dict(reversed(list(found.items())))) == first
+    assert snapshot_id_of(dict(reversed(list(found.items())))) == first
     changed = copy.deepcopy(found)
     next(iter(changed.values()))["clauses"]["ATTACH-3"]["label"] = "warn"
-    assert model.snapshot_id(changed) != first
-    assert model.snapshot_id({}).startswith("undated-")
+    assert snapshot_id_of(changed) != first
+    assert snapshot_id_of({}).startswith("undated-")
 
 
 def test_outcome_codes_are_unique_per_label():
@@ -440,7 +445,14 @@ def test_a_full_build_has_every_page_and_its_data(tmp_path):
     assert "dropped without a warning" in home and "bgm-tile b-drop" in home
     clause = page(site / "clauses" / "ATTACH-3.html")
     assert "bgm-cite-text" in clause and "Timeline across FastAPI releases" in clause
-    assert "test_conflict_with_background_task" in clause  # from the suite's markers
+    # The test from the results' own records, linked to its anchor on the suite's page.
+    assert 'href="../suite/test_attachment.html#test_conflict_with_background_task"' in clause
+    assert "no longer in the suite" not in clause
+    suite_page = page(site / "suite" / "test_attachment.html")
+    assert 'id="test_conflict_with_background_task"' in suite_page
+    assert "*Releases.*" not in clause and "<em>Releases.</em>" in clause  # generated at build
+    spec_page = page(site / "spec" / "attachment.html")
+    assert spec_page.count("<em>Releases.</em>") == 15  # one per clause of the chapter
     assert "flips back" in clause  # 0.125.0 returns to drop
     decision = page(site / "decision.html")
     assert "merge-without-mutation" in decision and "today: drop" in decision
