@@ -1,8 +1,23 @@
-"""Result files: one JSON document per cell, schema-checked on every write and every load.
+"""Result files: one small JSON document per cell, its bulky evidence stored once beside it.
 
-A result file is data people diff, so it is written deterministically (sorted keys, tests in
-node-id order) and atomically (a temp file in the same folder, then ``os.replace``): a sweep
-killed at any moment leaves either the old file or the new one, never half of one.
+A result file is data people diff, so it holds only what a reader compares between releases
+(the cell, its state, provenance, one line per clause) and names the rest by hash: the test
+records and their event logs live in the evidence store (`bgmatrix.evidence`), shared by
+every cell that observed the same thing. Nothing that differs between two identical runs
+(times, host, paths) is in it: a re-run that sees the same behaviour writes the same bytes,
+and then writes nothing at all. Run facts go into the folder's run record (`bgmatrix.snapshot`).
+
+Two forms of one result:
+
+- the **stored** form (schema/result.schema.json, schema_version 2), what the file holds;
+- the **full** form, what the runner produces and what `load` returns: ``tests`` is the list of
+  test records with their observations inline, each clause lists its tests, ``wire`` evidence
+  is inline. `compact` and `expand` turn one into the other without loss.
+
+Every write is validated and atomic (a temp file in the same folder, then ``os.replace``).
+A write never drops an evidence source it did not re-measure (`SOURCES`): it carries it over
+from the file it replaces, marked stale when its method changed, unless the caller asks to
+discard it by name.
 """
 
 from __future__ import annotations
@@ -10,21 +25,29 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 
+from bgmatrix import evidence
+from bgmatrix.errors import BgmatrixError
 from bgmatrix.spec import ROOT, Clause
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = ROOT / "schema" / "result.schema.json"
 RESULTS_DIR = ROOT / "results"
 
-#: Cell states that mean the suite did not run to completion; each keeps its message.
-FAILED_STATES = ("install-error", "no-interpreter", "import-error", "harness-error", "timeout")
+#: Evidence sources measured apart from the in-cell suite; each records the hash of the method
+#: that measured it (``<source>_hash``), so a carried-over source can be found stale.
+SOURCES = ("wire",)
 
+#: Observations the suite records identically in every test of a cell (what the app imported):
+#: stored once per cell under ``observed`` instead of once per test.
+CELL_OBSERVATIONS = ("framework",)
+_FROM_CELL = "cell"  # a test record's observation that lives in the cell's ``observed``
 
 
 class ResultError(BgmatrixError):
@@ -33,16 +56,14 @@ class ResultError(BgmatrixError):
 
 @cache
 def schema() -> dict:
-from bgmatrix import evidence
-from bgmatrix.errors import BgmatrixError
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def validate(data: object, where: str) -> dict:
-    """Check ``data`` against the JSON Schema; raise one line naming ``where`` and the problem."""
-    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
+def _check(data: object, where: str) -> dict:
+    if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
         raise ResultError(
             f"{where}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
+            " (python scripts/convert_results_v1.py upgrades version-1 folders)"
         )
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema()).iter_errors(data)
@@ -53,16 +74,193 @@ def validate(data: object, where: str) -> dict:
     return data  # type: ignore[return-value]
 
 
-def dumps(data: dict) -> str:
-    # ASCII escapes keep any text an application raised intact, lone surrogates included
-    # (invalid UTF-8 decoded with surrogateescape), where a UTF-8 file could not hold it.
-    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
+def is_stored(data: Mapping) -> bool:
+    return not isinstance(data.get("tests"), list)
 
 
-def write(path: Path, data: dict) -> None:
-    """Validate, then replace ``path`` atomically."""
-    validate(data, str(path))
-    write_text_atomic(path, dumps(data))
+def validate(data: Any, where: str) -> dict:
+    """Check a result in either form; raise one line naming ``where`` and the problem."""
+    if isinstance(data, dict) and not is_stored(data):
+        _check(compact(data, evidence.Store(Path(".")), write=False), where)
+        try:
+            for record in data["tests"]:
+                evidence.validate(record, "test_record_full", where)
+        except evidence.EvidenceError as exc:
+            raise ResultError(str(exc)) from None
+        return data
+    return _check(data, where)
+
+
+# --- the two forms -------------------------------------------------------------------------
+
+
+def compact(full: Mapping, store: evidence.Store, write: bool = True) -> dict:
+    """The stored form of ``full``; its evidence goes into ``store`` (unless ``write=False``)."""
+    out = {k: v for k, v in full.items() if k not in ("tests", "clauses", "wire")}
+    out["clauses"] = {
+        cid: {k: v for k, v in entry.items() if k != "tests"}
+        for cid, entry in full["clauses"].items()
+    }
+    records = full["tests"]
+    observed: dict[str, Any] = {}
+    for key in CELL_OBSERVATIONS:
+        values = [r["observations"][key] for r in records if key in (r["observations"] or {})]
+        if values and all(v == values[0] for v in values):
+            observed[key] = values[0]
+    if observed:
+        out["observed"] = observed
+    tests = {}
+    for record in records:
+        stored = {k: v for k, v in record.items() if k != "test"}
+        stored["observations"] = {
+            key: _FROM_CELL if key in observed else store.put(value, write)
+            for key, value in (record["observations"] or {}).items()
+        }
+        tests[record["test"]] = store.put(stored, write)
+    out["tests"] = store.put(tests, write) if tests else None
+    if "wire" in full:
+        wire = dict(full["wire"])
+        wire["clauses"] = {
+            cid: {**entry, "evidence": store.put(entry["evidence"], write)}
+            for cid, entry in full["wire"]["clauses"].items()
+        }
+        out["wire"] = wire
+    return out
+
+
+def expand(stored: Mapping, store: evidence.Store, where: str = "") -> dict:
+    """The full form of a stored result, every evidence object checked against its hash."""
+    try:
+        return _expand(stored, store, where)
+    except evidence.EvidenceError as exc:
+        raise ResultError(f"{where}: {exc}") from None
+
+
+def _expand(stored: Mapping, store: evidence.Store, where: str) -> dict:
+    full = {k: v for k, v in stored.items() if k not in ("tests", "observed", "clauses")}
+    observed = stored.get("observed", {})
+    records = []
+    if stored["tests"] is not None:
+        tests = store.get(stored["tests"])
+        evidence.validate(tests, "test_set", where)
+        for name in sorted(tests):
+            record = store.get(tests[name])
+            evidence.validate(record, "test_record", where)
+            obs = {
+                key: observed[key] if ref == _FROM_CELL else store.get(ref)
+                for key, ref in record["observations"].items()
+            }
+            records.append({**record, "test": name, "observations": obs})
+    full["tests"] = records
+    by_clause: dict[str, list[str]] = {}
+    for record in records:
+        for cid in record["clauses"]:
+            by_clause.setdefault(cid, []).append(record["test"])
+    full["clauses"] = {
+        cid: {**entry, "tests": sorted(set(by_clause.get(cid, [])))}
+        for cid, entry in stored["clauses"].items()
+    }
+    if "wire" in stored:
+        wire = dict(stored["wire"])
+        wire["clauses"] = {
+            cid: {**entry, "evidence": store.get(entry["evidence"])}
+            for cid, entry in stored["wire"]["clauses"].items()
+        }
+        full["wire"] = wire
+    return full
+
+
+# --- text ----------------------------------------------------------------------------------
+
+
+def dumps(stored: Mapping) -> str:
+    """One clause a line, every other mapping one key a line: diffs say what changed.
+
+    ASCII escapes keep any text an application raised intact, lone surrogates included
+    (invalid UTF-8 decoded with surrogateescape), where a UTF-8 file could not hold it.
+    """
+    return _format(stored, 0, None) + "\n"
+
+
+def _natural(key: str) -> tuple:
+    """ATTACH-2 before ATTACH-10: clause ids sort by chapter, then number."""
+    head, sep, number = key.rpartition("-")
+    return (head, int(number), "") if sep and number.isdigit() else (key, -1, key)
+
+
+def _format(value: Any, depth: int, key: str | None) -> str:
+    if not isinstance(value, dict) or not value or key == "_entry":
+        return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(", ", ": "))
+    pad = " " * (depth + 1)
+    child = "_entry" if key == "clauses" else None
+    items = [
+        f"{pad}{json.dumps(k, ensure_ascii=True)}: {_format(value[k], depth + 1, child or k)}"
+        for k in sorted(value, key=_natural)
+    ]
+    return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def write(
+    path: Path,
+    result: Mapping,
+    current_methods: Mapping[str, str] | None = None,
+    discard_unmeasured: bool = False,
+) -> bool:
+    """Validate ``result`` (either form) and store it at ``path``; True if the file changed.
+
+    Evidence sources that the file at ``path`` holds and ``result`` lacks are carried over
+    (never lost by a run that did not re-measure them), marked ``stale`` when their method
+    hash differs from ``current_methods[source]``; ``discard_unmeasured`` drops them instead.
+    """
+    path = Path(path)
+    store = evidence.Store(path.parent)
+    stored = dict(result) if is_stored(result) else compact(result, store, write=False)
+    if not discard_unmeasured:
+        stored = carry_over(stored, _previous(path), current_methods or {})
+    where = str(path)
+    _check(stored, where)
+    if not is_stored(result):
+        validate(result, where)
+        compact(result, store)  # evidence first: a result never names a missing object
+    text = dumps(stored)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text_atomic(path, text)
+    return True
+
+
+def _previous(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _check(data, str(path))
+    except (OSError, UnicodeDecodeError, ValueError, ResultError):
+        return None  # nothing readable to keep
+
+
+def carry_over(stored: dict, previous: Mapping | None, current_methods: Mapping[str, str]) -> dict:
+    """``stored`` plus every evidence source of ``previous`` it did not re-measure."""
+    if previous is None or previous.get("cell", {}).get("id") != stored["cell"]["id"]:
+        return stored
+    out = dict(stored)
+    for source in SOURCES:
+        if source in out or source not in previous:
+            continue
+        kept = dict(previous[source])
+        measured_with = kept.get(f"{source}_hash")
+        now = current_methods.get(source)
+        if now is not None and measured_with != now:
+            kept["stale"] = (f"measured with {source} method {measured_with}; the method is now "
+                             f"{now}: re-run with {source} mode to refresh")
+        elif now is not None:
+            kept.pop("stale", None)
+        out[source] = kept
+    return out
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -80,8 +278,8 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def load(path: Path) -> dict:
-    """Read and validate one result file; its cell id must match its file name."""
+def load_stored(path: Path) -> dict:
+    """Read and validate one result file as stored; its cell id must match its file name."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -90,7 +288,7 @@ def load(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultError(f"{path}: not valid JSON (truncated?): {exc}") from None
-    validate(data, str(path))
+    _check(data, str(path))
     if data["cell"]["id"] != path.stem:
         raise ResultError(
             f"{path}: its cell id {data['cell']['id']!r} contradicts its file name"
@@ -98,16 +296,57 @@ def load(path: Path) -> dict:
     return data
 
 
+def load(path: Path, store: evidence.Store | None = None) -> dict:
+    """Read, validate and expand one result file (the full form)."""
+    path = Path(path)
+    stored = load_stored(path)
+    return expand(stored, store or evidence.Store(path.parent), str(path))
+
+
+def result_paths(folder: Path) -> list[Path]:
+    """The result files of a folder (not the run record, not temporary files)."""
+    return [p for p in sorted(Path(folder).glob("*.json"))
+            if not p.name.startswith(".") and p.name != "run.json"]
+
+
 def load_all(folder: Path = RESULTS_DIR) -> tuple[dict[str, dict], list[str]]:
     """Every result in ``folder`` by cell id, and a one-line error for each invalid file."""
     found: dict[str, dict] = {}
     errors: list[str] = []
-    for path in sorted(folder.glob("*.json")):
+    store = evidence.Store(Path(folder))
+    for path in result_paths(folder):
         try:
-            found[path.stem] = load(path)
+            found[path.stem] = load(path, store)
         except ResultError as exc:
             errors.append(str(exc))
     return found, errors
+
+
+def referenced(stored: Mapping, store: evidence.Store) -> set[str]:
+    """Every evidence hash a stored result names, directly or through its test set."""
+    keys: set[str] = set()
+    if stored.get("tests"):
+        keys.add(stored["tests"])
+        for record_key in store.get(stored["tests"]).values():
+            keys.add(record_key)
+            keys.update(v for v in store.get(record_key)["observations"].values()
+                        if v != _FROM_CELL)
+    for source in SOURCES:
+        for entry in (stored.get(source) or {}).get("clauses", {}).values():
+            keys.add(entry["evidence"])
+    return keys
+
+
+def collect_garbage(folder: Path) -> int:
+    """Remove evidence objects that no valid result in ``folder`` names; returns how many.
+
+    Refuses (removes nothing) when any result file is invalid: its references are unknown.
+    """
+    store = evidence.Store(Path(folder))
+    keys: set[str] = set()
+    for path in result_paths(folder):
+        keys |= referenced(load_stored(path), store)
+    return store.remove_unreferenced(keys)
 
 
 def aggregate(

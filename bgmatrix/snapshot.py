@@ -1,11 +1,14 @@
-"""Snapshot ids: one short name for one state of the results folder, e.g. ``2026-11-29-a1b2c3d``.
+"""Snapshot ids and the run record: one short name for one state of a results folder.
 
-A citation and a commit of results/ must name the same data, so the id is computed from the
-files themselves (names and bytes), not from anything a tool adds while reading them. The date
-says when the newest result was measured, which is what a reader wants to know first; the hash
-tells two snapshots of the same day apart.
+An id looks like ``2026-11-29-a1b2c3d``: the date of the run that made this state of the
+results, and 7 hex digits of a hash of their content. The hash is computed from the results
+themselves (not from anything a tool adds while reading them), so a citation and a commit of
+results/ name the same data.
 
-    python -m bgmatrix.snapshot [results/]     prints the id
+Run facts that differ between two runs that observed the same thing (when, on which host, with
+which uv) live in one run record per folder, ``<results>/run.json`` (schema/run.schema.json),
+never in the per-cell files. The record is rewritten only when the content changed: a re-run
+that observes the same behaviour leaves every byte, the record included, as it was.
 """
 
 from __future__ import annotations
@@ -17,33 +20,34 @@ from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
-from bgmatrix.results import RESULTS_DIR, load_all
+import jsonschema
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+from bgmatrix import __version__
+from bgmatrix.results import RESULTS_DIR, ResultError, load_all, write_text_atomic
+from bgmatrix.spec import ROOT
+
 HASH_LENGTH = 7  # as short as git's own abbreviations: enough for a few thousand snapshots
+RUN_RECORD = "run.json"
+RUN_SCHEMA_PATH = ROOT / "schema" / "run.schema.json"
 
 
-def snapshot_id_of(found: dict[str, dict]) -> str:
-    """``<date of the newest result>-<7 hex of sha256 over the results' content>``.
-
-    The one definition of a snapshot id (the site's citations and the shard merge both use
-    it). The hash is over each result's canonical JSON in cell-id order (sorted keys, ASCII,
-    compact: json's C encoder, ten times faster than the store's indented form), so it does
-    not depend on file order, formatting or the folder the results were read from. The date
-    is the newest ``provenance.finished`` (YYYY-MM-DD), ``undated`` when none has one.
-    """
+def content_hash(found: dict[str, dict]) -> str:
+    """SHA-256 over each result's canonical JSON in cell-id order (full form: sorted keys,
+    ASCII, compact), so it depends on neither file order, formatting nor folder."""
     digest = hashlib.sha256()
-    newest = ""
     for cid in sorted(found):
         canonical = json.dumps(found[cid], sort_keys=True, ensure_ascii=True,
                                separators=(",", ":"))
         # Lengths make the stream unambiguous: no id/content split hashes the same.
         digest.update(f"{cid}\0{len(canonical)}\0".encode("ascii", "replace"))
         digest.update(canonical.encode("ascii"))
-        finished = found[cid].get("provenance", {}).get("finished", "")
-        match = _DATE.match(finished) if isinstance(finished, str) else None
-        newest = max(newest, match.group() if match else "")
-    return f"{newest or 'undated'}-{digest.hexdigest()[:HASH_LENGTH]}"
+    return digest.hexdigest()
+
+
+def snapshot_id_of(found: dict[str, dict], run: dict | None = None) -> str:
+    """``<date of the run record>-<7 hex of the content hash>``; ``undated`` without one."""
+    date = (run or {}).get("date") or "undated"
+    return f"{date}-{content_hash(found)[:HASH_LENGTH]}"
 
 
 def snapshot_id(results_dir: Path = RESULTS_DIR) -> str:
@@ -115,5 +119,6 @@ def add_arguments(parser) -> None:  # bgmatrix snapshot [results/]
                         help="the results folder (default: results/)")
 
 
-if __name__ == "__main__":
-    print(snapshot_id(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS_DIR))
+def command(args) -> int:
+    print(snapshot_id(args.results))
+    return 0

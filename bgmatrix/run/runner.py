@@ -10,16 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import tempfile
-from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
-from bgmatrix import __version__, paths, results, spec
+from bgmatrix import paths, results, spec
 from bgmatrix.run import interpreters
 from bgmatrix.run.env import (  # shared with wire mode and the candidates; runner keeps the names
     BUILD_TOOLS,
@@ -71,10 +69,6 @@ def suite_hash() -> str:
 @cache
 def uv_version() -> str:
     return _run([_uv(), "--version"], timeout=30)[1].strip().removeprefix("uv ")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def requirements(cell: dict) -> list[str]:
@@ -263,16 +257,31 @@ def result_for(
     }
 
 
+def current_methods() -> dict[str, str]:
+    """The hash of each evidence source's method as this checkout has it, so that a write can
+    mark a source it carries over (not re-measured) as stale when its method changed."""
+    from bgmatrix.run import wire  # imported here: only its hash is needed, not httpx's client
+
+    return {"wire": wire.wire_hash()}
+
+
 def base_provenance() -> dict:
+    """What every result records of how it was measured. Nothing here may differ between two
+    runs that observed the same thing: times and the host's tools go to the run record."""
     return {
         "spec_version": spec.spec_version(),
         "suite_hash": suite_hash(),
-        "tools": {"bgmatrix": __version__, "uv": uv_version(), "host-python":
-                  platform.python_version()},
-        "platform": f"{platform.system()} {platform.machine()}",
-        "started": _now(),
-        "finished": _now(),
+        "tools": {},
     }
+
+
+@cache
+def implementation(exe: str) -> str:
+    """The interpreter's implementation (CPython, PyPy): with its version, all a result says of
+    the interpreter; its path belongs to one machine."""
+    proc = subprocess.run([exe, "-c", "import platform; print(platform.python_implementation())"],
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() or "unknown"
 
 
 def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | None = None) -> dict:
@@ -300,7 +309,7 @@ def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | Non
             probe(python, cell)  # a release that cannot even be imported is an import-error
         provenance.update(
             python=session.get("python"),
-            interpreter=str(interpreters.find(cell["python"])),
+            implementation=implementation(str(interpreters.find(cell["python"]))),
             fastapi=packages.get("fastapi"),
             starlette=packages.get("starlette"),
             packages=packages,
@@ -315,7 +324,6 @@ def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | Non
         result = result_for(cell, exc.state, exc.message, provenance)
     finally:
         shutil.rmtree(env_dir, ignore_errors=True)
-    provenance["finished"] = _now()
     return results.validate(result, cell["id"])
 
 

@@ -21,13 +21,13 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bgmatrix import results, snapshot
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.plan import store
-
-USAGE_ERROR = 2
+from bgmatrix.run import runner
 
 #: GitHub Actions refuses a matrix of more than 256 jobs.
 MAX_JOBS = 256
@@ -135,9 +135,7 @@ def merge_problems(folders: Sequence[Path], expected: Sequence[str]) -> tuple[di
         if not folder.is_dir():
             problems.append(f"{folder}: no such folder")
             continue
-        for path in sorted(folder.glob("*.json")):
-            if path.name.startswith("."):
-                continue  # an interrupted writer's temporary file
+        for path in results.result_paths(folder):  # not temporary files, not the run record
             try:
                 data = results.load(path)
             except results.ResultError as exc:
@@ -170,17 +168,20 @@ def merge(folders: Sequence[Path], into: Path, expected: Sequence[str]) -> dict[
     if problems:
         raise MergeRefused(problems)
     counts = {"written": 0, "unchanged": 0}
+    began = datetime.now(timezone.utc)
+    methods = runner.current_methods()
     for cell_id in sorted(found):
-        target = into / f"{cell_id}.json"
-        text = results.dumps(found[cell_id])  # the store's own format: reviewable diffs
-        if target.is_file() and target.read_text(encoding="utf-8") == text:
-            counts["unchanged"] += 1
-        else:
-            results.write_text_atomic(target, text)
+        # Through the store: evidence lands in into/evidence, and a source the shard did not
+        # measure (wire) is kept from the file it replaces.
+        if results.write(into / f"{cell_id}.json", found[cell_id], current_methods=methods):
             counts["written"] += 1
+        else:
+            counts["unchanged"] += 1
         state = found[cell_id]["state"]
         if state != "ok":
             counts[state] = counts.get(state, 0) + 1
+    if counts["written"]:
+        snapshot.record_run(into, began, counts["written"], runner.uv_version())
     return counts
 
 

@@ -16,10 +16,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from bgmatrix import results, spec
+from bgmatrix import results, snapshot, spec
 from bgmatrix.run import runner
 
 _KEY = ("id", "kind", "fastapi", "starlette", "python", "cutoff")
@@ -70,7 +71,7 @@ class _Lock:
 
 def _existing(path: Path) -> dict | None:
     try:
-        return results.load(path)
+        return results.load_stored(path)  # the evidence is not needed to tell what is current
     except results.ResultError:
         return None  # corrupt or stale: run the cell again and replace the file
 
@@ -81,8 +82,17 @@ def sweep(
     jobs: int = os.cpu_count() or 2,
     force: bool = False,
     out: TextIO = sys.stderr,
+    discard_unmeasured: bool = False,
 ) -> Summary:
+    """Run ``cells`` into ``results_dir``; evidence sources a cell's run does not re-measure
+    (wire) are kept unless ``discard_unmeasured``. The run record is updated when anything
+    in the folder changed."""
     _stopping.clear()
+    if discard_unmeasured:
+        _discard_unmeasured.set()
+    else:
+        _discard_unmeasured.clear()
+    began = datetime.now(timezone.utc)
     summary = Summary(total=len(cells))
     todo = []
     for cell in cells:
@@ -135,6 +145,8 @@ BUSY, CURRENT, INTERRUPTED = "busy", "current", "interrupted"
 
 #: Set on Ctrl-C: a cell whose run was cut short must not be written as if it had failed.
 _stopping = threading.Event()
+#: Set for a sweep asked to drop the evidence sources its runs do not re-measure.
+_discard_unmeasured = threading.Event()
 
 
 def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
@@ -151,7 +163,9 @@ def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
             return INTERRUPTED
         if _stopping.is_set():
             return INTERRUPTED  # its child processes got the Ctrl-C too: not a finding
-        results.write(results_dir / f"{cell['id']}.json", result)
+        results.write(results_dir / f"{cell['id']}.json", result,
+                      current_methods=runner.current_methods(),
+                      discard_unmeasured=_discard_unmeasured.is_set())
         return result["state"]
     finally:
         lock.release()

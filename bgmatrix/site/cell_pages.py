@@ -195,7 +195,7 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
         ("Cell", esc(cell["id"])),
         ("Kind", esc(cell["kind"])),
         ("Python", esc(prov.get("python") or cell["python"], 60)),
-        ("Interpreter", esc(prov.get("interpreter") or "", 300)),
+        ("Implementation", esc(prov.get("implementation") or "–", 60)),
         ("FastAPI installed", esc(prov.get("fastapi") or "–", 60)),
         ("Starlette installed", esc(prov.get("starlette") or "–", 60)),
         ("Inside FastAPI's declared Starlette range",
@@ -205,9 +205,7 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
         ("Suite hash", esc(prov["suite_hash"], 80)),
         ("Suite tools", esc(", ".join(prov.get("suite_tools") or []), 500)),
         ("Tools", esc(", ".join(f"{k} {v}" for k, v in sorted(prov["tools"].items())), 800)),
-        ("Platform", esc(prov.get("platform", ""), 200)),
-        ("Started", esc(prov["started"], 60)),
-        ("Finished", esc(prov["finished"], 60)),
+        # When and on which host: the run record (results/run.json), not the cell's file.
     ]
     lines.append(raw(html_table(["", ""], [[k, v] for k, v in facts], class_="bgm-table bgm-kv")))
     packages = prov.get("packages") or {}

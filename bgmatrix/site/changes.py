@@ -54,7 +54,7 @@ def _parse(name: str, text: str, unreadable: list[str]) -> dict | None:
 def from_folder(folder: Path) -> Previous:
     found: dict[str, dict] = {}
     unreadable: list[str] = []
-    for path in sorted(folder.glob("*.json")):
+    for path in results.result_paths(folder):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -75,7 +75,7 @@ def from_git(rev: str = "HEAD", repo: Path = ROOT, folder: str = "results") -> P
     try:
         commit = git("rev-parse", "--short", rev).decode().strip()
         names = [n for n in git("ls-tree", "--name-only", rev, f"{folder}/").decode().split("\n")
-                 if n.endswith(".json")]
+                 if n.endswith(".json") and Path(n).name != "run.json"]
         batch = git("cat-file", "--batch",
                     stdin="".join(f"{rev}:{n}\n" for n in names).encode()) if names else b""
     except (OSError, subprocess.SubprocessError):

@@ -44,13 +44,12 @@ def matrix_json(snapshot: model.Snapshot) -> dict:
                 "state": result["state"],
                 "spec_version": clean(prov["spec_version"], 40),
                 "suite_hash": clean(prov["suite_hash"], 80),
-                "finished": clean(prov["finished"], 40),
                 "result": f"results/{cell['id']}.json",
                 "clauses": outcomes,
             }
         )
     return {
-        "schema_version": 1,
+        "schema_version": 2,  # 2: run facts (finished) moved to the run record
         "snapshot": snapshot.id,
         "spec_version": snapshot.spec_version,
         "clauses": [

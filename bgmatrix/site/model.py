@@ -17,8 +17,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from bgmatrix import paths, results, spec, vocabulary
-from bgmatrix.snapshot import snapshot_id_of
+from bgmatrix import evidence, paths, results, spec, vocabulary
+from bgmatrix.errors import BgmatrixError
+from bgmatrix.snapshot import read_run, snapshot_id_of
 from bgmatrix.spec import ROOT, Clause
 
 PLAN_PATH = ROOT / "matrix" / "plan.json"
@@ -36,7 +37,7 @@ KINDS = ("fastapi", "starlette", "candidate")
 Outcome = tuple[str, str]
 
 
-class ReportError(Exception):
+class ReportError(BgmatrixError):
     """The inputs cannot make a site (invalid result files, an unreadable spec or plan)."""
 
 
@@ -175,6 +176,7 @@ class Snapshot:
     results: dict[str, dict]
     plan: dict
     spec_version: str
+    run: dict | None = None  # the results folder's run record: the snapshot's date
     # Memos: every page asks for the same few timelines; results never change once loaded.
     _by_release: dict[str, dict[str, list[dict]]] = field(default_factory=dict, repr=False)
     _timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict, repr=False)
@@ -185,7 +187,7 @@ class Snapshot:
 
     @cached_property
     def id(self) -> str:
-        return snapshot_id_of(self.results)
+        return snapshot_id_of(self.results, self.run)
 
     @cached_property
     def _ordered(self) -> list[dict]:
@@ -307,12 +309,14 @@ def cell_sort_key(result: dict) -> tuple:
 
 def load_plan(path: Path = PLAN_PATH) -> dict:
     """The committed plan (release dates and lines); a site can be built without one."""
-    if not path.is_file():
+    from bgmatrix.plan import store  # the one plan reader: checked, one line per problem
+
+    if not Path(path).is_file():
         return {"fastapi": [], "starlette": [], "cells": []}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot be read ({exc})") from None
+        return store.load_plan(path)
+    except store.PlanFileError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _validated_cache() -> Path:
@@ -338,7 +342,8 @@ def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict],
     found: dict[str, dict] = {}
     errors: list[str] = []
     passed: set[str] = set()
-    for path in sorted(folder.glob("*.json")):
+    store = evidence.Store(folder)
+    for path in results.result_paths(folder):
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
@@ -346,11 +351,14 @@ def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict],
         if digest and digest in known:
             data = json.loads(path.read_bytes())
             if data["cell"]["id"] == path.stem:
-                found[path.stem] = data
+                try:
+                    found[path.stem] = results.expand(data, store, str(path))
+                except results.ResultError as exc:
+                    errors.append(str(exc))
                 passed.add(digest)
                 continue
         try:
-            found[path.stem] = results.load(path)
+            found[path.stem] = results.load(path, store)
             passed.add(digest)
         except results.ResultError as exc:
             errors.append(str(exc))
@@ -386,7 +394,11 @@ def load_snapshot(
         version = spec.spec_version(spec_dir)
     except spec.SpecError as exc:
         raise ReportError(str(exc)) from None
-    return Snapshot(clauses, found, plan, version)
+    try:
+        run = read_run(results_dir)
+    except results.ResultError as exc:
+        raise ReportError(str(exc)) from None
+    return Snapshot(clauses, found, plan, version, run)
 
 
 _PLANNED_KEYS = ("kind", "fastapi", "starlette", "python", "cutoff")

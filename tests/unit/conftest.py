@@ -21,7 +21,7 @@ def fake_runs(monkeypatch, tmp_path):
         runs.append(c["id"])
         data = sample(c["id"])
         data["cell"].update({k: c[k] for k in ("fastapi", "starlette", "python", "cutoff")})
-        data["provenance"].update(suite_hash=runner.suite_hash(), finished="2026-11-29T10:00:00Z")
+        data["provenance"].update(suite_hash=runner.suite_hash())
         return data
 
     monkeypatch.setattr(runner, "run_cell", run_cell)

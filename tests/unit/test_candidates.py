@@ -20,7 +20,7 @@ EXPECTED = ["merge-injected-first-in-place", "merge-response-first", "recommende
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "bgmatrix.run.candidates", *args],
+    return subprocess.run([sys.executable, "-m", "bgmatrix", "candidates", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
@@ -94,8 +94,7 @@ def test_candidate_cells_fit_the_result_schema(base, tmp_path):
     assert c["id"] == "candidate-recommended_py3.11"
     assert (c["kind"], c["candidate"], c["fastapi"]) == ("candidate", "recommended", base.fastapi)
     assert c["cutoff"] == base.cutoff
-    provenance = {"spec_version": "0", "suite_hash": "0", "tools": {}, "started": "",
-                  "finished": ""}
+    provenance = {"spec_version": "0", "suite_hash": "0", "tools": {}}
     results.validate(runner.result_for(c, "install-error", "why", provenance), "candidate")
     foreign = candidates.candidate_cell(
         candidates.Build("fastapi@my branch", tmp_path / "x.whl", "0.200.0", False), base)

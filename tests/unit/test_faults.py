@@ -151,7 +151,7 @@ def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> int:
         plan.write_text(json.dumps({"schema": 1, "cells": cells, "fastapi": [],
                                     "starlette": []}))
         extra = ("--plan", str(plan), *extra)
-    return build.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
+    return cli.main(["report", "--results", str(results_dir), "--out", str(tmp_path / "gen"),
                         "--site-dir", str(tmp_path / "site"), "--previous",
                         str(tmp_path / "none"), *extra])
 
@@ -372,8 +372,7 @@ def test_a_background_task_that_never_returns_is_a_recorded_timeout(scenarios):
     assert scenarios["session"]["exitstatus"] == scenarios["rc"] == 1  # the hostile test
     assert scenarios["elapsed"] < 30, scenarios["session"]["output"][-2000:]
     result = runner.result_for({"id": "faults", "kind": "fastapi", "python": PYTHON}, "ok", None,
-                             {"spec_version": "x", "suite_hash": "x", "tools": {},
-                              "started": "s", "finished": "f"},
+                             {"spec_version": "x", "suite_hash": "x", "tools": {}},
                              list(scenarios["records"].values()))
     assert result["clauses"]["EXEC-1"]["verdict"] == result["clauses"]["EXEC-2"]["verdict"] == (
         "timeout")
@@ -424,9 +423,9 @@ BAD_ARGUMENTS = [
      "starlette 0.0.0 is not a planned release", True),
     ("unknown-cell", ["-m", "bgmatrix", "run", "st-0.0.0_py3.11", "--results", "{tmp}/out"],
      "unknown cell 'st-0.0.0_py3.11'", True),
-    ("bad-candidate-path", ["-m", "bgmatrix.run.candidates", "/nonexistent", "--results",
+    ("bad-candidate-path", ["-m", "bgmatrix", "candidates", "/nonexistent", "--results",
                             "{tmp}/out"], "no such file or directory", True),
-    ("unknown-clause", ["-m", "bgmatrix.site.cite", "NOPE-1"], "unknown clause 'NOPE-1'", True),
+    ("unknown-clause", ["-m", "bgmatrix", "cite", "NOPE-1"], "unknown clause 'NOPE-1'", True),
     ("unknown-session", ["nox", "-s", "no-such-session"], "no-such-session", False),
 ]
 
@@ -567,7 +566,7 @@ def test_watch_without_network_says_the_index_could_not_be_reached(project, tmp_
     before = plan.read_bytes()
     summary = tmp_path / "summary.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "bgmatrix.run.watch", "--results", str(tmp_path / "results"),
+        [sys.executable, "-m", "bgmatrix", "watch", "--results", str(tmp_path / "results"),
          "--summary", str(summary)],
         capture_output=True, text=True, cwd=project,
         env=offline.dead_network_env(tmp_path, in_project(project)), timeout=120)

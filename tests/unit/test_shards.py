@@ -3,10 +3,12 @@ nothing. Cells are run by a fake runner (as in test_sweep): no environment is bu
 
 import json
 import re
+import shutil
+from datetime import datetime, timezone
 
 import pytest
 
-from bgmatrix import snapshot
+from bgmatrix import cli, results, snapshot
 from bgmatrix.plan import store
 from bgmatrix.run import shards, sweep
 from tests.unit.test_results import sample
@@ -31,7 +33,7 @@ def plan_file(tmp_path):
 
 
 def shards_main(plan_file, *args):
-    return shards.main(["--plan", str(plan_file), *args])
+    return cli.main(["shard", "--plan", str(plan_file), *args])
 
 
 def run_both_shards(plan_file, tmp_path):
@@ -42,14 +44,14 @@ def run_both_shards(plan_file, tmp_path):
 
 def test_two_shards_run_their_tagged_cells_and_merge(plan_file, fake_runs, tmp_path, capsys):
     s1, s2 = run_both_shards(plan_file, tmp_path)
-    assert sorted(p.stem for p in s1.glob("*.json")) == sorted(SHARD_1)
-    assert sorted(p.stem for p in s2.glob("*.json")) == sorted(SHARD_2)
+    assert sorted(p.stem for p in results.result_paths(s1)) == sorted(SHARD_1)
+    assert sorted(p.stem for p in results.result_paths(s2)) == sorted(SHARD_2)
     assert sorted(fake_runs) == sorted(c["id"] for c in CELLS)  # each cell ran exactly once
     capsys.readouterr()
     into = tmp_path / "results"
     assert shards_main(plan_file, "merge", str(s1), str(s2), "--into", str(into)) == 0
     out = capsys.readouterr().out
-    assert sorted(p.stem for p in into.glob("*.json")) == sorted(c["id"] for c in CELLS)
+    assert sorted(p.stem for p in results.result_paths(into)) == sorted(c["id"] for c in CELLS)
     for cell_id in SHARD_1:
         assert (into / f"{cell_id}.json").read_bytes() == (s1 / f"{cell_id}.json").read_bytes()
     assert "6 written, 0 unchanged" in out
@@ -116,7 +118,7 @@ def test_a_tag_run_is_merged_against_the_tagged_cells_only(plan_file, fake_runs,
     into = tmp_path / "results"
     assert shards_main(plan_file, "merge", str(out), "--into", str(into), "--tag", "era-x",
                        "--cell", "") == 0
-    assert sorted(p.stem for p in into.glob("*.json")) == sorted(tagged)
+    assert sorted(p.stem for p in results.result_paths(into)) == sorted(tagged)
     # Without the tag, the same folder is an incomplete sweep of the whole plan.
     assert shards_main(plan_file, "merge", str(out), "--into", str(into)) == 2
     assert shards_main(plan_file, "merge", str(out), "--into", str(into), "--tag", "nope") == 2
@@ -169,30 +171,30 @@ def test_the_committed_plan_fits_one_matrix_and_every_cell_has_one_job():
 def test_matrix_command_reads_nox_json(tmp_path, capsys):
     listing = tmp_path / "sessions.json"
     listing.write_text(json.dumps([{"name": c["id"], "tags": c["tags"]} for c in CELLS]))
-    assert shards.main(["matrix", str(listing)]) == 0
+    assert cli.main(["shard", "matrix", str(listing)]) == 0
     jobs = json.loads(capsys.readouterr().out)
     assert len(jobs) == 2
     listing.write_text("nox > not json")
-    assert shards.main(["matrix", str(listing)]) == 2
+    assert cli.main(["shard", "matrix", str(listing)]) == 2
 
 
-def test_snapshot_id_is_the_newest_date_and_a_content_hash(plan_file, fake_runs, tmp_path):
+def test_snapshot_id_is_the_run_date_and_a_content_hash(plan_file, fake_runs, tmp_path):
     s1, s2 = run_both_shards(plan_file, tmp_path)
     first = snapshot.snapshot_id(s1)
-    assert re.fullmatch(r"2026-11-29-[0-9a-f]{7}", first)
-    # Same bytes under another folder name: same id; one byte more: another.
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert re.fullmatch(rf"{today}-[0-9a-f]{{7}}", first)
+    # Same content under another folder name: same id; other content: another.
     copy = tmp_path / "copy"
-    copy.mkdir()
-    for p in s1.glob("*.json"):
-        (copy / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(s1, copy)
     assert snapshot.snapshot_id(copy) == first
-    p = next(copy.glob("*.json"))
+    p = next(copy.glob("fa-*.json"))
     data = json.loads(p.read_text())
-    data["provenance"]["finished"] = "2027-01-02T03:04:05Z"
+    data["message"] = "changed"
     p.write_text(json.dumps(data))
-    assert snapshot.snapshot_id(copy).startswith("2027-01-02-")
     assert snapshot.snapshot_id(copy) != first
-    assert snapshot.snapshot_id(tmp_path / "empty") == "undated-e3b0c44"
+    (copy / "run.json").unlink()
+    assert snapshot.snapshot_id(copy).startswith("undated-")
+    assert snapshot.snapshot_id(tmp_path / "empty").startswith("undated-")
 
 
 def test_cells_without_an_interpreter_are_merged_with_a_warning(plan_file, fake_runs, tmp_path,

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from bgmatrix import results
 from bgmatrix.run import runner, sweep
 
 CELLS = [
@@ -37,7 +38,7 @@ def test_an_interrupted_sweep_resumes_with_only_unfinished_cells(fake_runs, tmp_
     monkeypatch.setattr(runner, "run_cell", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sweep.sweep(CELLS, tmp_path, jobs=1)
-    assert sorted(p.stem for p in tmp_path.glob("*.json")) == [c["id"] for c in CELLS[:2]]
+    assert sorted(p.stem for p in results.result_paths(tmp_path)) == [c["id"] for c in CELLS[:2]]
     assert not list(tmp_path.glob(".*.tmp"))
     monkeypatch.setattr(runner, "run_cell", real)
     fake_runs.clear()

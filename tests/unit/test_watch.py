@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from bgmatrix import results, spec
+from bgmatrix import cli, results, spec
 from bgmatrix.plan.index import IndexUnavailable, Release
-from bgmatrix.plan.planner import build_plan, load_plan, write_plan
+from bgmatrix.plan.planner import build_plan
+from bgmatrix.plan.store import load_plan, write_plan
 from bgmatrix.run import runner, watch
 from tests.unit.test_plan import load_fixture
 
@@ -48,7 +49,7 @@ def result(c, verdict="conforms", label="merge", state="ok"):
               "outcome": "ok", "error": None, "observations": {},
               "verdicts": {"ATTACH-3": {"verdict": verdict, "label": label}}}
     prov = {"spec_version": spec.spec_version(), "suite_hash": runner.suite_hash(),
-            "tools": {}, "started": "2026-11-29T10:00:00Z", "finished": "2026-11-29T10:00:05Z"}
+            "tools": {}}
     if state != "ok":
         return runner.result_for(c, state, "ERROR: resolution failed\nno matching wheel", prov)
     return runner.result_for(c, "ok", None, prov, [record])
@@ -77,8 +78,10 @@ def world(tmp_path, monkeypatch):
 
 def run(world, index, *extra):
     plan_path, results_dir = world[0], world[1]
-    return watch.main(["--plan", str(plan_path), "--results", str(results_dir), *extra],
-                      index=index)
+    with pytest.MonkeyPatch.context() as mp:  # the real command line, with a fake index
+        mp.setattr(watch, "LiveIndex", lambda: index)
+        return cli.main(["watch", "--plan", str(plan_path), "--results", str(results_dir),
+                         *extra])
 
 
 def test_a_new_release_that_changes_a_verdict_exits_1_with_markdown(world, tmp_path, capsys):

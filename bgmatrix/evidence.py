@@ -1,0 +1,129 @@
+"""The evidence store: observations kept once, named by the hash of their content.
+
+Most of what a cell observes is identical in hundreds of cells (the same event log, the same
+test record), so a result file does not carry it: it names it by a hash, and the object lives
+once in ``<results>/evidence/<hash>.json``. An object never changes once written (its name is
+its content), so writing is create-if-absent and needs no lock; a reader checks every object
+it loads against its name, so a corrupt or edited object is an error, never silent evidence.
+
+The hash is SHA-256 over the object's canonical JSON (sorted keys, ASCII, compact), cut to
+16 hex digits: 64 bits, for a store of a few thousand objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from bgmatrix.errors import BgmatrixError
+from bgmatrix.spec import ROOT
+
+HASH_LENGTH = 16
+FOLDER = "evidence"
+SCHEMA_PATH = ROOT / "schema" / "evidence.schema.json"
+
+
+class EvidenceError(BgmatrixError):
+    """An evidence object is missing, corrupt, or does not match its name."""
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj).encode("ascii")).hexdigest()[:HASH_LENGTH]
+
+
+def dumps(obj: Any) -> str:
+    """The stored form: indented so that an object reads well where people browse files."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=True, indent=1) + "\n"
+
+
+@cache
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+class Store:
+    """The evidence folder beside a results folder; a memo of what was read or written."""
+
+    def __init__(self, results_dir: Path):
+        self.folder = Path(results_dir) / FOLDER
+        self._memo: dict[str, Any] = {}
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def put(self, obj: Any, write: bool = True) -> str:
+        """Store ``obj`` (once) and return its hash; ``write=False`` only computes the hash."""
+        key = digest(obj)
+        if write and key not in self._memo:
+            path = self.path(key)
+            if not path.is_file():
+                _create(path, dumps(obj))
+            self._memo[key] = obj
+        return key
+
+    def get(self, key: str) -> Any:
+        if key in self._memo:
+            return self._memo[key]
+        path = self.path(key)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EvidenceError(f"{path}: evidence object is missing") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise EvidenceError(f"{path}: unreadable evidence object ({exc})") from None
+        if digest(obj) != key:
+            raise EvidenceError(f"{path}: content does not match its hash (edited or corrupt)")
+        self._memo[key] = obj
+        return obj
+
+    def keys(self) -> set[str]:
+        if not self.folder.is_dir():
+            return set()
+        return {p.stem for p in self.folder.glob("*.json")}
+
+    def remove_unreferenced(self, referenced: set[str]) -> int:
+        """Delete objects no result names any more; returns how many went."""
+        gone = 0
+        for key in sorted(self.keys() - referenced):
+            self.path(key).unlink(missing_ok=True)
+            self._memo.pop(key, None)
+            gone += 1
+        return gone
+
+
+def _create(path: Path, text: str) -> None:
+    """Write ``path`` atomically; a parallel writer of the same object writes the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate(obj: Any, kind: str, where: str) -> None:
+    """Check one evidence object of ``kind`` (a ``$defs`` name of the schema)."""
+    sub = {"$ref": f"#/$defs/{kind}", "$defs": schema()["$defs"]}
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(sub).iter_errors(obj)
+    )
+    if error is not None:
+        at = "/".join(str(p) for p in error.absolute_path) or "(top)"
+        raise EvidenceError(f"{where}: {kind}: {at}: {error.message[:300]}")
