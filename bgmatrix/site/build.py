@@ -1,7 +1,7 @@
-"""``python -m bgmatrix.site.build``: spec/ and results/ become Markdown pages, exports, and a site.
+"""``bgmatrix report``: spec/ and results/ become Markdown pages, exports, and a site.
 
-    python -m bgmatrix.site.build [--results DIR] [--out site/generated] [--site-dir site/_build]
-                              [--previous DIR] [--revalidate] [--no-build]
+    bgmatrix report [--results DIR] [--out site/generated] [--site-dir site/_build]
+                    [--previous DIR] [--revalidate] [--no-build]
 
 1. Every result file is validated first; any invalid one stops the report (exit 2) with one
    line per file naming it and the problem, before anything is written. (Files whose exact
@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bgmatrix import spec
+from bgmatrix.plan import store
 from bgmatrix.site import cell_pages, changes, exports, matrix, model, pages, suite
 from bgmatrix.spec import ROOT
 
@@ -38,7 +39,6 @@ CONFIG = SITE / "mkdocs.yml"
 HAND_WRITTEN = SITE / "docs"
 GENERATED = SITE / "generated"
 BUILD = SITE / "_build"
-USAGE_ERROR = 2
 PAGE_LIMIT = 2 * 1024 * 1024  # bytes; a page larger than this is reported
 
 
@@ -184,14 +184,24 @@ def largest_page(site_dir: Path) -> tuple[int, Path | None]:
     return max(sizes, default=(0, None))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bgmatrix.site.build",
-        description="Generate the site's pages from spec/ and results/, then build the site.",
-    )
+class Progress:
+    """Prints ``pages done of total`` at most every :data:`PROGRESS_EVERY` seconds, and once
+    at the end, so a long generation shows it is moving."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            print(f"report: generating pages: {done} of {total}", flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=model.results.RESULTS_DIR,
                         help="results folder (default: results/)")
-    parser.add_argument("--plan", type=Path, default=model.PLAN_PATH,
+    parser.add_argument("--plan", type=Path, default=store.PLAN_PATH,
                         help="the plan results are checked against (default matrix/plan.json)")
     parser.add_argument("--out", type=Path, default=GENERATED,
                         help="where the generated pages go (default: site/generated)")
@@ -204,44 +214,45 @@ def main(argv: list[str] | None = None) -> int:
                              "passed before")
     parser.add_argument("--no-build", action="store_true",
                         help="generate the pages only, without running mkdocs")
-    args = parser.parse_args(argv)
+
+
+def command(args: argparse.Namespace) -> int:
+    """``bgmatrix report``: validate, generate, build, then publish all at once."""
     started = time.perf_counter()
-    try:
-        snapshot = model.load_snapshot(args.results, plan_path=args.plan,
-                                       use_cache=not args.revalidate)
-        previous: changes.Previous | None
-        if args.previous is not None:
-            if not args.previous.is_dir():
-                raise model.ReportError(f"{args.previous}: --previous is not a folder")
-            previous = changes.from_folder(args.previous)
-        else:
-            previous = changes.from_git()
-        with staging(args.out) as gen_dir, staging(args.site_dir) as site_dir:
-            count = generate(snapshot, gen_dir, previous)
-            generated = time.perf_counter()
-            if not args.no_build:
-                build_site(gen_dir, site_dir)
-                publish_raw_results(snapshot, args.results, site_dir)
-            publish(gen_dir, args.out)
-            if not args.no_build:
-                publish(site_dir, args.site_dir)
-    except model.ReportError as exc:
-        for line in str(exc).splitlines():
-            print(f"report: {line}", file=sys.stderr)
-        return USAGE_ERROR
+    print(f"report: reading {args.results} ...", flush=True)
+    snapshot = model.load_snapshot(args.results, plan_path=args.plan,
+                                   use_cache=not args.revalidate)
+    if args.previous is not None:
+        if not args.previous.is_dir():
+            raise model.ReportError(f"{args.previous}: --previous is not a folder")
+        previous = changes.from_folder(args.previous)
+    else:
+        previous = changes.from_git()
+    print(f"report: {len(snapshot.results)} results read in "
+          f"{time.perf_counter() - started:.1f} s; generating pages ...", flush=True)
+    with staging(args.out) as gen_dir, staging(args.site_dir) as site_dir:
+        read = time.perf_counter()
+        pages = generate(snapshot, gen_dir, previous, progress=Progress())
+        generated = time.perf_counter()
+        print(f"report: snapshot {snapshot.id}: {pages} pages generated in "
+              f"{generated - read:.1f} s"
+              + ("" if args.no_build else "; building the site with mkdocs ..."), flush=True)
+        if not args.no_build:
+            build_site(gen_dir, site_dir)
+            publish_raw_results(snapshot, args.results, site_dir)
+        publish(gen_dir, args.out)
+        if not args.no_build:
+            publish(site_dir, args.site_dir)
     done = time.perf_counter()
-    print(f"report: snapshot {snapshot.id}: {len(snapshot.results)} results, {count} pages "
-          f"generated in {generated - started:.1f} s into {args.out}")
     if args.no_build:
+        print(f"report: pages in {args.out}")
         return 0
     size, path = largest_page(args.site_dir)
     print(f"report: site built in {done - generated:.1f} s: {args.site_dir / 'index.html'} "
           f"(largest page {size / 1024:,.0f} KB)")
+    print(f"report: time: reading {read - started:.1f} s, generation {generated - read:.1f} s, "
+          f"mkdocs {done - generated:.1f} s", flush=True)
     if size > PAGE_LIMIT:
         print(f"report: warning: {path} is over {PAGE_LIMIT // (1024 * 1024)} MB",
               file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

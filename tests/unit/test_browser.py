@@ -24,7 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from bgmatrix.site import build, cite, model
+from bgmatrix import cli
+from bgmatrix.site import cite, model
 from bgmatrix.spec import ROOT
 from tests.unit.test_report import synthetic_results, write_results
 
@@ -61,9 +62,9 @@ def built(tmp_path_factory) -> tuple[Path, model.Snapshot]:
         results_dir = write_results(tmp / "results", synthetic_results(stride=9, fail_every=11))
     site = tmp / "site"
     (tmp / "previous").mkdir()
-    code = build.main(["--results", str(results_dir), "--out", str(tmp / "gen"),
+    code = cli.main(["report", "--results", str(results_dir), "--out", str(tmp / "gen"),
                         "--site-dir", str(site), "--previous", str(tmp / "previous")])
-    assert code == 0, "the report failed; run python -m bgmatrix.site.build for the message"
+    assert code == 0, "the report failed; run `bgmatrix report` for the message"
     return site, model.load_snapshot(results_dir)
 
 

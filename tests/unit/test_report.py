@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bgmatrix import results, spec
+from bgmatrix import cli, results, spec
 from bgmatrix.site import build, changes, cite, exports, matrix, model
 from bgmatrix.site.markup import clean, esc, json_for_script
 from bgmatrix.snapshot import snapshot_id_of
@@ -177,7 +177,7 @@ def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Pat
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps(dict(PLAN, cells=list(cells.values()))), encoding="utf-8")
         extra = ("--plan", str(plan), *extra)
-    code = build.main(["--results", str(results_dir), "--out", str(tmp_path / "gen"),
+    code = cli.main(["report", "--results", str(results_dir), "--out", str(tmp_path / "gen"),
                         "--site-dir", str(site), "--previous", str(tmp_path / "none"), *extra])
     return code, site
 
@@ -294,7 +294,7 @@ def test_outcome_codes_are_unique_per_label():
 
 def test_cite_prints_clause_behaviour_range_snapshot_and_permalinks(tmp_path, capsys):
     folder = write_results(tmp_path / "results", synthetic_results(limit=12))
-    assert cite.main(["ATTACH-3", "--results", str(folder)]) == 0
+    assert cli.main(["cite", "ATTACH-3", "--results", str(folder)]) == 0
     text = capsys.readouterr().out
     snapshot = model.load_snapshot(folder)
     assert "ATTACH-3" in text and "MUST NOT" in text and "`drop` (deviates)" in text
@@ -302,7 +302,7 @@ def test_cite_prints_clause_behaviour_range_snapshot_and_permalinks(tmp_path, ca
     assert f"{cite.base_url()}clauses/ATTACH-3.html" in text
     assert text == cite.clause_markdown(snapshot, "ATTACH-3") + "\n"
     cell = next(iter(snapshot.results))
-    assert cite.main(["ATTACH-3", "--cell", cell, "--results", str(folder)]) == 0
+    assert cli.main(["cite", "ATTACH-3", "--cell", cell, "--results", str(folder)]) == 0
     text = capsys.readouterr().out
     assert f"{cite.base_url()}results/{cell}.json" in text
     assert f"{cite.base_url()}cells/{cell}.html" in text
@@ -310,10 +310,10 @@ def test_cite_prints_clause_behaviour_range_snapshot_and_permalinks(tmp_path, ca
 
 def test_cite_rejects_an_unknown_clause_or_cell_in_one_line(tmp_path, capsys):
     folder = write_results(tmp_path / "results", synthetic_results(limit=2))
-    assert cite.main(["NOPE-9", "--results", str(folder)]) == 2
+    assert cli.main(["cite", "NOPE-9", "--results", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NOPE-9" in err
-    assert cite.main(["ATTACH-3", "--cell", "fa-9.9.9", "--results", str(folder)]) == 2
+    assert cli.main(["cite", "ATTACH-3", "--cell", "fa-9.9.9", "--results", str(folder)]) == 2
     assert "fa-9.9.9" in capsys.readouterr().err
 
 
