@@ -5,15 +5,16 @@ from the stored ASGI event log of every committed cell, with the suite's own ora
 checks them against the label the cell recorded.
 """
 
-import json
 from pathlib import Path
 
 import pytest
 from oracle import conflict_label, runs_label
 
+from bgmatrix import evidence, results
 from bgmatrix.results import RESULTS_DIR
 
-FILES = sorted(p for p in RESULTS_DIR.glob("*.json") if not p.name.startswith("st-"))
+FILES = [p for p in results.result_paths(RESULTS_DIR) if not p.name.startswith("st-")]
+STORE = evidence.Store(RESULTS_DIR)  # one store: each shared event log is read once
 
 #: test -> (clause, how to label its stored exchange)
 CHECKS = {
@@ -34,7 +35,7 @@ def effects_from_log(exchange: dict) -> list[str]:
 @pytest.mark.skipif(not FILES, reason="no committed results")
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_labels_agree_with_the_stored_event_log(path: Path):
-    result = json.loads(path.read_text(encoding="utf-8"))
+    result = results.load(path, STORE)  # expanded: every event log, checked against its hash
     if result["state"] != "ok":
         pytest.skip(f"{result['state']}: no verdicts to check")
     checked = 0
