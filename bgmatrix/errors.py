@@ -10,6 +10,7 @@ and keeps its traceback.
     ├── UsageError                   bad arguments: unknown verb target, cell, tag, version, clause
     ├── SpecError                    spec/ lacks the shape the tools rely on      (bgmatrix.spec)
     ├── ResultError                  a result file is missing, corrupt or stale   (bgmatrix.results)
+    ├── EvidenceError                an evidence object is missing or corrupt    (bgmatrix.evidence)
     ├── PlanError                    a plan cannot be built or written            (bgmatrix.plan)
     │   └── PlanFileError            matrix/plan.json is missing, corrupt or of another schema
     ├── IndexUnavailable             the package index cannot be reached    (bgmatrix.plan.index)

@@ -19,9 +19,11 @@ import requests
 from packaging.version import Version
 from pypi_simple import DistributionPackage, ProjectPage
 
-from bgmatrix.plan import index, planner
+from bgmatrix import cli
+from bgmatrix.plan import index, planner, store
 from bgmatrix.plan.index import IndexUnavailable, Release
-from bgmatrix.plan.planner import PlanError, build_plan, load_plan, render, write_plan
+from bgmatrix.plan.planner import build_plan
+from bgmatrix.plan.store import PlanError, load_plan, render, write_plan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plan"
 
@@ -279,8 +281,8 @@ def test_failed_write_leaves_previous_file_untouched(built, tmp_path, monkeypatc
     def refuse(*_args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(planner.os, "replace", refuse)
-    with pytest.raises(PlanError, match=r"plan\.json: cannot write: OSError: disk full"):
+    monkeypatch.setattr(store.os, "replace", refuse)
+    with pytest.raises(PlanError, match=r"plan\.json: cannot write: disk full"):
         write_plan(built, path)
     assert path.read_text(encoding="utf-8") == "previous\n"
     assert os.listdir(tmp_path) == ["plan.json"]  # no temporary file left behind
@@ -289,7 +291,7 @@ def test_failed_write_leaves_previous_file_untouched(built, tmp_path, monkeypatc
 def test_unserialisable_plan_touches_nothing(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text("previous\n", encoding="utf-8")
-    with pytest.raises(TypeError):
+    with pytest.raises(PlanError, match="refusing to write a plan that would not load"):
         write_plan({"schema": 1, "cells": [object()]}, path)
     assert os.listdir(tmp_path) == ["plan.json"]
     assert path.read_text(encoding="utf-8") == "previous\n"
@@ -298,7 +300,7 @@ def test_unserialisable_plan_touches_nothing(tmp_path):
 def test_load_plan_rejects_truncated_json(built, tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(render(built)[:500], encoding="utf-8")
-    with pytest.raises(PlanError, match=r"plan\.json: not valid JSON") as caught:
+    with pytest.raises(PlanError, match=r"plan\.json: corrupt, not valid JSON") as caught:
         load_plan(path)
     assert "\n" not in str(caught.value)
 
@@ -306,12 +308,12 @@ def test_load_plan_rejects_truncated_json(built, tmp_path):
 def test_load_plan_rejects_wrong_schema(built, tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(dict(built, schema=2)), encoding="utf-8")
-    with pytest.raises(PlanError, match=r"plan\.json: schema is 2, expected 1"):
+    with pytest.raises(PlanError, match=r"plan\.json: not a schema-1 plan \(schema is 2\)"):
         load_plan(path)
 
 
 def test_load_plan_rejects_missing_file(tmp_path):
-    with pytest.raises(PlanError, match=r"plan\.json: missing"):
+    with pytest.raises(PlanError, match=r"plan\.json: no plan; run `bgmatrix plan`"):
         load_plan(tmp_path / "plan.json")
 
 
@@ -321,7 +323,7 @@ def test_load_plan_rejects_missing_file(tmp_path):
         ({"id": "fa-9_st-9_py3.8"}, "does not match its versions"),
         ({"kind": "other"}, "unknown kind"),
         ({"tags": "headline"}, "'tags' is missing or not a list"),
-        ({"cutoff": "yesterday"}, "does not match format"),
+        ({"cutoff": "yesterday"}, "is not YYYY-MM-DDTHH:MM:SSZ"),
     ],
 )
 def test_load_plan_rejects_broken_cells(built, tmp_path, change, message):
@@ -496,7 +498,7 @@ def test_failure_during_metadata_download_raises_index_unavailable():
 def test_main_prints_one_line_and_exits_2_when_index_unreachable(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(planner, "make_client", UnreachableClient)
     out = tmp_path / "plan.json"
-    assert planner.main(["--out", str(out)]) == 2
+    assert cli.main(["plan", "--out", str(out)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
@@ -507,7 +509,7 @@ def test_main_prints_one_line_and_exits_2_when_index_unreachable(tmp_path, monke
 def test_main_writes_the_plan_and_summarises(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(planner, "make_client", fake_index)
     out = tmp_path / "plan.json"
-    assert planner.main(["--out", str(out)]) == 0
+    assert cli.main(["plan", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     # The only FastAPI release is also the newest: one cell per target interpreter.
     assert "1 FastAPI and 2 Starlette releases; 8 cells (6 fastapi, 2 starlette" in captured.out
