@@ -77,13 +77,13 @@ def test_sweep_can_be_dispatched_for_one_tag_or_one_cell():
 def test_sweep_shards_come_from_the_nox_listing_and_reach_the_merge():
     jobs = load(SWEEP)["jobs"]
     planner, shard, publish = jobs["plan"], jobs["shard"], jobs["publish"]
-    assert step_index(planner, "nox -l --json") < step_index(planner, "bgmatrix.run.shards matrix")
+    assert step_index(planner, "nox -l --json") < step_index(planner, "bgmatrix shard matrix")
     assert shard["needs"] == "plan"
     assert shard["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert shard["strategy"]["fail-fast"] is False
     setup = steps(shard)[step_index(shard, "actions/setup-python")]
     assert setup["with"]["python-version"] == "${{ matrix.pythons }}"
-    run = steps(shard)[step_index(shard, "python -m bgmatrix run")]
+    run = steps(shard)[step_index(shard, "bgmatrix run")]
     assert run["env"]["CELLS"] == "${{ matrix.cells }}"
     upload = steps(shard)[step_index(shard, "actions/upload-artifact")]
     assert upload["with"]["name"] == "results-${{ matrix.shard }}"
@@ -98,7 +98,7 @@ def test_sweep_shards_come_from_the_nox_listing_and_reach_the_merge():
 def test_publish_merges_then_commits_then_reports_then_deploys():
     publish = load(SWEEP)["jobs"]["publish"]
     order = [step_index(publish, text) for text in (
-        "actions/download-artifact", "bgmatrix.run.shards merge", "git commit", "nox -s report",
+        "actions/download-artifact", "bgmatrix shard merge", "git commit", "nox -s report",
         "actions/upload-pages-artifact", "actions/deploy-pages")]
     assert order == sorted(order)
     pages = steps(publish)[step_index(publish, "actions/upload-pages-artifact")]
