@@ -432,7 +432,8 @@ def run(target: str | Build, results_dir: Path = results.RESULTS_DIR) -> dict:
     build_ = target if isinstance(target, Build) else resolve(target, base)
     cell_ = candidate_cell(build_, base)
     result = runner.run_cell(cell_, install=[str(build_.wheel), f"starlette=={base.starlette}"])
-    results.write(results_dir / f"{cell_['id']}.json", result)
+    results.write(results_dir / f"{cell_['id']}.json", result,
+                  current_methods=runner.current_methods())
     return result
 
 
