@@ -58,6 +58,7 @@ class Store:
     def __init__(self, results_dir: Path):
         self.folder = Path(results_dir) / FOLDER
         self._memo: dict[str, Any] = {}
+        self._checked: set[tuple[str, str]] = set()
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
@@ -71,6 +72,14 @@ class Store:
                 _create(path, dumps(obj))
             self._memo[key] = obj
         return key
+
+    def get_checked(self, key: str, kind: str, where: str) -> Any:
+        """:meth:`get`, and the object checked against its kind once per store."""
+        obj = self.get(key)
+        if (key, kind) not in self._checked:
+            validate(obj, kind, where)
+            self._checked.add((key, kind))
+        return obj
 
     def get(self, key: str) -> Any:
         if key in self._memo:
@@ -118,12 +127,14 @@ def _create(path: Path, text: str) -> None:
         raise
 
 
+@cache
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/{kind}", "$defs": schema()["$defs"]})
+
+
 def validate(obj: Any, kind: str, where: str) -> None:
     """Check one evidence object of ``kind`` (a ``$defs`` name of the schema)."""
-    sub = {"$ref": f"#/$defs/{kind}", "$defs": schema()["$defs"]}
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(sub).iter_errors(obj)
-    )
+    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(obj))
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise EvidenceError(f"{where}: {kind}: {at}: {error.message[:300]}")

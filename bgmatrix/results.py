@@ -59,15 +59,18 @@ def schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
 def _check(data: object, where: str) -> dict:
     if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
         raise ResultError(
             f"{where}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
             " (python scripts/convert_results_v1.py upgrades version-1 folders)"
         )
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema()).iter_errors(data)
-    )
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise ResultError(f"{where}: {at}: {error.message[:300]}")
@@ -141,11 +144,9 @@ def _expand(stored: Mapping, store: evidence.Store, where: str) -> dict:
     observed = stored.get("observed", {})
     records = []
     if stored["tests"] is not None:
-        tests = store.get(stored["tests"])
-        evidence.validate(tests, "test_set", where)
+        tests = store.get_checked(stored["tests"], "test_set", where)
         for name in sorted(tests):
-            record = store.get(tests[name])
-            evidence.validate(record, "test_record", where)
+            record = store.get_checked(tests[name], "test_record", where)
             obs = {
                 key: observed[key] if ref == _FROM_CELL else store.get(ref)
                 for key, ref in record["observations"].items()
