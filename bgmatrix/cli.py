@@ -62,9 +62,10 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         if name == verb:
             target = importlib.import_module(module)
-            getattr(target, f"add_{name}_arguments", getattr(target, "add_arguments", None))(sp)
-            sp.set_defaults(func=getattr(target, f"{name}_command",
-                                         getattr(target, "command", None)))
+            own = module == __name__  # run and show live here: add_run_arguments, run_command
+            add = getattr(target, f"add_{name}_arguments" if own else "add_arguments")
+            add(sp)
+            sp.set_defaults(func=getattr(target, f"{name}_command" if own else "command"))
     return p
 
 

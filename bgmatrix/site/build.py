@@ -224,6 +224,7 @@ def command(args: argparse.Namespace) -> int:
                                    use_cache=not args.revalidate)
     if args.previous is not None:
         if not args.previous.is_dir():
+    previous: changes.Previous | None
             raise model.ReportError(f"{args.previous}: --previous is not a folder")
         previous = changes.from_folder(args.previous)
     else:
