@@ -222,9 +222,9 @@ def command(args: argparse.Namespace) -> int:
     print(f"report: reading {args.results} ...", flush=True)
     snapshot = model.load_snapshot(args.results, plan_path=args.plan,
                                    use_cache=not args.revalidate)
+    previous: changes.Previous | None
     if args.previous is not None:
         if not args.previous.is_dir():
-    previous: changes.Previous | None
             raise model.ReportError(f"{args.previous}: --previous is not a folder")
         previous = changes.from_folder(args.previous)
     else:
