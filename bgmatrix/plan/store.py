@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, TypedDict
 
 from bgmatrix.errors import PlanError, PlanFileError, UsageError
 
@@ -48,6 +48,24 @@ _NULLABLE_CELL_KEYS: dict[str, type] = {
     "in_declared_range": bool,
     "starlette_bound": str,
 }
+
+
+class _CellNote(TypedDict, total=False):
+    note: str  # optional (a base class rather than NotRequired: nox may run on Python < 3.11)
+
+
+class Cell(_CellNote):
+    """One cell of the plan, as schema/plan.schema.json ($defs/cell) describes it."""
+
+    id: str  # e.g. fa-0.110.0_st-0.36.3_py3.8
+    kind: Literal["fastapi", "starlette"]
+    fastapi: Optional[str]  # None in a Starlette cell
+    starlette: Optional[str]
+    python: str  # "3.8"
+    cutoff: str  # every other dependency resolves as of this time (UTC, ...Z)
+    tags: list[str]
+    in_declared_range: Optional[bool]
+    starlette_bound: Optional[Literal["lowest", "highest", "only"]]
 
 
 # ---------------------------------------------------------------------------- reading

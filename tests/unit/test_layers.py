@@ -9,6 +9,7 @@ same two tools on the real package.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bgmatrix.plan import store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +124,13 @@ def test_mypy_checks_the_bodies_of_unannotated_functions(tmp_path):
     proc = mypy(folder)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert 'bgmatrix/run/env.py:4: error: Argument 1 to "len"' in proc.stdout, proc.stdout
+
+
+def test_the_typed_cell_has_the_keys_the_plan_schema_names():
+    """store.Cell (what mypy checks) and schema/plan.schema.json (what loading checks) agree."""
+    schema = json.loads((ROOT / "schema" / "plan.schema.json").read_text(encoding="utf-8"))
+    cell = schema["$defs"]["cell"]
+    assert store.Cell.__required_keys__ == set(cell["required"])
+    assert store.Cell.__optional_keys__ == set(cell["properties"]) - set(cell["required"])
+    for c in store.load_cells():
+        assert store.Cell.__required_keys__ <= set(c) <= set(store.Cell.__annotations__), c["id"]
