@@ -121,15 +121,17 @@ class _Collect(logging.Handler):
 
 
 def publish_raw_results(snapshot: model.Snapshot, results_dir: Path, site_dir: Path) -> None:
-    """Each raw result, as committed, at results/<cell>.json: the cell page's permalink.
+    """Each raw result at results/<cell>.json, the cell page's permalink: in full form (every
+    test record and event log inline, as ``results.load`` returns it), so the one file keeps
+    every character the page cut; the committed file names that evidence only by hash.
 
-    Copied into the built site directly rather than through docs_dir, which mkdocs would copy
-    a second time: on a full matrix that is a hundred megabytes each way.
+    Written into the built site directly rather than through docs_dir, which mkdocs would copy
+    a second time: on a full matrix that is tens of megabytes each way.
     """
     raw_dir = site_dir / "results"
     raw_dir.mkdir(parents=True, exist_ok=True)
-    for cid in snapshot.results:
-        shutil.copyfile(results_dir / f"{cid}.json", raw_dir / f"{cid}.json")
+    for cid, result in snapshot.results.items():
+        (raw_dir / f"{cid}.json").write_text(model.results.dumps(result), encoding="ascii")
 
 
 def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
