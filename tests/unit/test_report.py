@@ -20,7 +20,7 @@ import pytest
 from bgmatrix import cli, results, spec
 from bgmatrix.site import build, changes, cite, exports, matrix, model
 from bgmatrix.site.markup import clean, esc, json_for_script
-from bgmatrix.snapshot import snapshot_id_of
+from bgmatrix.snapshot import RUN_RECORD, content_hash, read_run, snapshot_id, snapshot_id_of
 
 PLAN = json.loads(model.PLAN_PATH.read_text(encoding="utf-8"))
 PLANNED = {c["id"]: c for c in PLAN["cells"]}  # a synthetic result agrees with its plan cell
@@ -55,12 +55,12 @@ def make_result(
     outcomes: dict[str, tuple[str, str]] | None = None,
     state: str = "ok",
     message: str | None = None,
-    finished: str = "2026-01-02T03:04:05Z",
     suite_hash: str = "0ec530fd363f",
     candidate: str | None = None,
 ) -> dict:
-    """A result whose clauses all say n/a except ``outcomes`` (clause -> (verdict, label)),
-    each graded by one test with one exchange."""
+    """A result in full form (schema 2, as ``results.load`` returns it) whose clauses all say
+    n/a except ``outcomes`` (clause -> (verdict, label)), each graded by one test with one
+    exchange. Run facts (times, host) are not part of a result: see ``write_results``."""
     outcomes = outcomes or {}
     tests, verdicts = [], {}
     if state == "ok":
@@ -80,8 +80,9 @@ def make_result(
             else:
                 entry["reason"] = "no test of this clause ran in this cell"
             verdicts[cid] = entry
+    tests.sort(key=lambda t: t["test"])  # as the runner orders them (``runner.result_for``)
     return {
-        "schema_version": 1,
+        "schema_version": results.SCHEMA_VERSION,
         "cell": {"id": cell_id, "kind": kind, "fastapi": fastapi, "starlette": starlette,
                  "python": python, "cutoff": PLANNED.get(cell_id, {}).get(
                      "cutoff", "2024-01-01T00:00:00Z"),
@@ -90,12 +91,11 @@ def make_result(
         "state": state,
         "message": message,
         "provenance": {
-            "python": f"{python}.18", "interpreter": f"/usr/bin/python{python}",
+            "python": f"{python}.18", "implementation": "CPython",
             "fastapi": fastapi, "starlette": starlette,
             "packages": {"fastapi": fastapi or "-", "starlette": starlette or "-"},
             "suite_tools": ["pytest==8.3.5"], "spec_version": spec.spec_version(),
-            "suite_hash": suite_hash, "tools": {"bgmatrix": "0.1.0", "uv": "0.13.9"},
-            "platform": "Linux x86_64", "started": finished, "finished": finished,
+            "suite_hash": suite_hash, "tools": {"pytest": "8.3.5"},
         },
         "clauses": verdicts,
         "tests": tests,
@@ -147,10 +147,26 @@ def synthetic_results(
     return out
 
 
-def write_results(folder: Path, found: dict[str, dict]) -> Path:
+#: The run record's date in synthetic folders: snapshot ids read ``<RUN_DATE>-<7 hex>``.
+RUN_DATE = "2026-01-02"
+
+
+def write_results(folder: Path, found: dict[str, dict], run: bool = True) -> Path:
+    """Each result in its stored form (evidence in ``folder/evidence``), and, unless ``run`` is
+    false, a run record dated :data:`RUN_DATE` for exactly this content."""
     folder.mkdir(parents=True, exist_ok=True)
     for cid, data in found.items():
         results.write(folder / f"{cid}.json", data)
+    if run:
+        record = {
+            "schema_version": 1, "content": content_hash(results.load_all(folder)[0]),
+            "date": RUN_DATE, "started": f"{RUN_DATE}T03:04:05Z",
+            "finished": f"{RUN_DATE}T03:05:05Z", "cells_run": len(found),
+            "host": {"bgmatrix": "0.1.0", "platform": "Linux x86_64",
+                     "python": "CPython 3.12.3", "uv": "0.13.9"},
+        }
+        (folder / RUN_RECORD).write_text(json.dumps(record), encoding="utf-8")
+        assert read_run(folder) == record  # valid against schema/run.schema.json
     return folder
 
 
@@ -166,14 +182,16 @@ def page(path: Path) -> str:
 def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> tuple[int, Path]:
     site = tmp_path / "site"
     (tmp_path / "none").mkdir(exist_ok=True)  # an empty previous snapshot: no git involved
-    if "--plan" not in extra:  # synthetic cells (hostile ids...) join the real plan's cells
+    if "--plan" not in extra:  # synthetic release cells the plan lacks join its cells
         cells = {c["id"]: c for c in PLAN["cells"]}
         for path in results_dir.glob("*.json") if results_dir.is_dir() else ():
             try:
                 cell = json.loads(path.read_text(encoding="utf-8"))["cell"]
-                cells[cell["id"]] = cell
+                if cell["kind"] != "candidate" and cell["id"] not in cells:  # as planned
+                    cells[cell["id"]] = dict(cell, starlette_bound=None, tags=[])
+                    del cells[cell["id"]]["candidate"]
             except (ValueError, KeyError, TypeError):
-                pass  # an invalid file: the report itself must name it
+                pass  # an invalid file (or the run record): the report itself must name it
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps(dict(PLAN, cells=list(cells.values()))), encoding="utf-8")
         extra = ("--plan", str(plan), *extra)
@@ -267,15 +285,24 @@ def test_profiles_follow_the_resolution_chapter():
     assert model.profile([make_result("x", state="timeout")]) == "unmeasured"
 
 
-def test_snapshot_id_names_the_content():
+def test_snapshot_id_names_the_content(tmp_path):
     found = synthetic_results(limit=3)
-    first = snapshot_id_of(found)
+    run = {"date": RUN_DATE}
+    first = snapshot_id_of(found, run)
     assert re.fullmatch(r"2026-01-02-[0-9a-f]{7}", first)
-    assert snapshot_id_of(dict(reversed(list(found.items())))) == first
+    assert snapshot_id_of(dict(reversed(list(found.items()))), run) == first
     changed = copy.deepcopy(found)
     next(iter(changed.values()))["clauses"]["ATTACH-3"]["label"] = "warn"
-    assert snapshot_id_of(changed) != first
+    assert snapshot_id_of(changed, run) != first
+    # Without a run record the id is undated; its hash still names the content.
+    assert re.fullmatch(r"undated-[0-9a-f]{7}", snapshot_id_of(found))
+    assert snapshot_id_of(found).split("-")[-1] == first.split("-")[-1]
     assert snapshot_id_of({}).startswith("undated-")
+    # Read from a folder: the stored form with its evidence and run record names the same
+    # content as the results in memory; the folder's formatting and layout do not enter it.
+    assert snapshot_id(write_results(tmp_path / "dated", found)) == first
+    assert snapshot_id(write_results(tmp_path / "undated", found, run=False)) == \
+        snapshot_id_of(found)
 
 
 def test_outcome_codes_are_unique_per_label():
@@ -398,7 +425,8 @@ def test_a_file_validates_again_whenever_its_bytes_change(tmp_path, monkeypatch)
     folder = write_results(tmp_path / "results", synthetic_results(limit=2))
     calls = []
     real_load = results.load
-    monkeypatch.setattr(results, "load", lambda p: calls.append(p.name) or real_load(p))
+    monkeypatch.setattr(results, "load",
+                        lambda p, *a, **k: calls.append(p.name) or real_load(p, *a, **k))
     assert len(model.load_results(folder)[0]) == 2 and len(calls) == 2
     assert len(model.load_results(folder)[0]) == 2 and len(calls) == 2  # remembered
     name = sorted(folder.glob("*.json"))[0]
@@ -414,7 +442,7 @@ def test_an_invalid_result_stops_the_report_and_keeps_the_old_site(tmp_path, cap
     folder = write_results(tmp_path / "results", synthetic_results(limit=3))
     assert build_site(tmp_path, folder)[0] == 0
     before = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
-    (folder / "fa-0.10.1_st-0.11.1_py3.8.json").write_text('{"schema_version": 1, "cell"',
+    (folder / "fa-0.10.1_st-0.11.1_py3.8.json").write_text('{"schema_version": 2, "cell"',
                                                           encoding="utf-8")
     (folder / "broken-utf8.json").write_bytes(b'{"x": "\xff\xfe"}')
     capsys.readouterr()
@@ -540,7 +568,7 @@ def hostile_result() -> dict:
     test["observations"][HOSTILE[8]] = {"data": evil, "more": ["C" * 1_000_000]}
     result["message"] = evil
     result["provenance"]["packages"] = {HOSTILE[0]: HOSTILE[1], "pkg|x": "1.0\n| t |"}
-    result["provenance"]["platform"] = evil
+    result["provenance"]["implementation"] = evil
     result["provenance"]["tools"]["evil"] = HOSTILE[7]
     return result
 
@@ -550,10 +578,13 @@ def test_hostile_evidence_is_shown_as_text_and_never_runs(tmp_path):
     cand = make_result("cand-x_py3.11", "candidate", "0.165.0", "1.10.0", "3.11",
                        conflict("merge"), candidate=HOSTILE[0] + HOSTILE[9])
     found["cand-x_py3.11"] = cand
-    # the schema does not constrain version strings either
+    # The result schema does not constrain version strings either. A release cell must match
+    # its plan cell, whose id is made of its versions, so such a version can only come in
+    # with a candidate (built outside the plan).
     evil_version = "0.107.0<script>alert('x9')</script>|*x*"
-    found["fa-evil_st-0.27.0_py3.8"] = make_result(
-        "fa-evil_st-0.27.0_py3.8", fastapi=evil_version, outcomes=conflict("drop"))
+    found["cand-evil_py3.8"] = make_result(
+        "cand-evil_py3.8", "candidate", fastapi=evil_version, starlette=evil_version,
+        outcomes=conflict("drop"), candidate="evil-versions")
     folder = write_results(tmp_path / "results", found)
     code, site = build_site(tmp_path, folder)
     assert code == 0
