@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bgmatrix import spec
+from bgmatrix import evidence, results, spec
 from bgmatrix.plan import store
 from bgmatrix.site import cell_pages, changes, exports, matrix, model, pages, suite
 from bgmatrix.spec import ROOT
@@ -121,17 +121,25 @@ class _Collect(logging.Handler):
 
 
 def publish_raw_results(snapshot: model.Snapshot, results_dir: Path, site_dir: Path) -> None:
-    """Each raw result at results/<cell>.json, the cell page's permalink: in full form (every
-    test record and event log inline, as ``results.load`` returns it), so the one file keeps
-    every character the page cut; the committed file names that evidence only by hash.
+    """Each raw result, as committed, at results/<cell>.json (the cell page's permalink), with
+    the evidence objects it names by hash at results/evidence/<hash>.json, as committed too:
+    together they keep every character the pages cut (``results.load`` reads them back).
 
-    Written into the built site directly rather than through docs_dir, which mkdocs would copy
-    a second time: on a full matrix that is tens of megabytes each way.
+    Copied into the built site directly rather than through docs_dir, which mkdocs would copy
+    a second time.
     """
     raw_dir = site_dir / "results"
     raw_dir.mkdir(parents=True, exist_ok=True)
-    for cid, result in snapshot.results.items():
-        (raw_dir / f"{cid}.json").write_text(model.results.dumps(result), encoding="ascii")
+    store, published = evidence.Store(results_dir), evidence.Store(raw_dir)
+    keys: set[str] = set()
+    for cid in snapshot.results:
+        path = results_dir / f"{cid}.json"
+        shutil.copyfile(path, raw_dir / f"{cid}.json")
+        keys |= results.referenced(results.load_stored(path), store)
+    for key in sorted(keys):
+        target = published.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store.path(key), target)
 
 
 def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
