@@ -2,27 +2,31 @@
 
 A cell page reads like an h2spec report: for each test, what it checked, what the spec expected
 and what was observed (warnings, the exception that left the application, the ordered ASGI
-event log). Evidence text is cleaned and cut here (``report_markup.clean``) and escaped where
-it lands; the raw result, linked from the page, keeps every character.
+event log). Evidence text is cleaned and cut here (``markup.clean``) and escaped where it lands,
+by the templates (``render``); the raw result, linked from the page, keeps every character.
 """
 
 from __future__ import annotations
 
 import json
 
+from markupsafe import Markup
+
 from bgmatrix import vocabulary
 from bgmatrix.site import cite, model
-from bgmatrix.site.markup import clean, esc, html_table, link, pre, tag
-from bgmatrix.site.matrix import verdict_class
-from bgmatrix.site.pages import (
-    NO_RESULTS,
-    SEARCH_EXCLUDED,
+from bgmatrix.site.markup import clean
+from bgmatrix.site.pages import NO_RESULTS, SEARCH_EXCLUDED
+from bgmatrix.site.render import (
     cell_href,
     citation_block,
     clause_href,
+    link,
     outcome_html,
+    part,
     raw,
     safe_title,
+    table,
+    text,
     version_text,
 )
 
@@ -128,17 +132,16 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
     lines.append(raw(citation_block(cite.cell_markdown(snapshot, clause_id, cell["id"]))))
     conflict = model.outcome(result, model.CONFLICT_CLAUSE)
     summary = [
-        f"State: {tag('strong', esc(result['state']))}",
-        f"conflict behaviour ({model.CONFLICT_CLAUSE}): {outcome_html(conflict)}",
+        Markup("State: ") + part("strong")(result["state"]),
+        Markup("conflict behaviour ({}): {}").format(model.CONFLICT_CLAUSE,
+                                                     outcome_html(conflict)),
         link(f"{root}results/{cell['id']}.json", "raw result (JSON)"),
         link(f"{root}matrix.html", "matrix"),
     ]
-    lines.append(raw(tag("p", " · ".join(summary))))
+    lines.append(raw(part("para")(Markup(" · ").join(summary))))
     if result["message"]:
-        lines.append(raw(tag("div", "<strong>Message</strong>" + pre(result["message"]))))
-    # Markup is counted here: a full matrix has hundreds of cell pages with dozens of tests
-    # each, and every element passes through the HTML parsers of Markdown and mkdocs. So a
-    # verdict is one coloured cell, and a test is a heading and one text block.
+        lines.append(raw(part("message")(result["message"])))
+    # Markup is counted (see templates/parts.html, verdict_table and tests_block).
     lines += ["## Verdicts", ""]
     test_ids = {t["test"]: i for i, t in enumerate(result["tests"])}
     rows = []
@@ -152,23 +155,23 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
             continue
         # The first test links to the evidence; the others follow it on the page.
         first = entry["tests"][0] if entry["tests"] else None
-        tests = ""
+        tests = Markup("")
         if first is not None:
-            name = esc(first.split("::")[-1], 120)
+            name = text(first.split("::")[-1], 120)
             tests = link(f"#t-{test_ids[first]}", name) if first in test_ids else name
             if len(entry["tests"]) > 1:
                 tests += f" and {len(entry['tests']) - 1} more"
-        rows.append(_verdict_row(link(clause_href(root, clause.id), esc(clause.id))
-                                 + " " + esc(clause.keyword), entry, tests))
+        rows.append(_verdict_row(link(clause_href(root, clause.id), clause.id)
+                                 + " " + text(clause.keyword), entry, tests))
     for cid in sorted(set(result["clauses"]) - set(snapshot.clause_by_id)):
-        rows.append(_verdict_row(esc(cid) + " (not in this spec)", result["clauses"][cid], ""))
+        rows.append(_verdict_row(text(f"{cid} (not in this spec)"), result["clauses"][cid],
+                                 Markup("")))
     for reason, ids in untested.items():
-        names = ", ".join(link(clause_href(root, c), esc(c)) for c in ids)
-        rows.append(_verdict_row(names, {"verdict": "n/a", "label": "n/a", "reason": reason}, ""))
+        names = Markup(", ").join(link(clause_href(root, c), c) for c in ids)
+        rows.append(_verdict_row(names, {"verdict": "n/a", "label": "n/a", "reason": reason},
+                                 Markup("")))
     if rows:
-        head = "<tr><th>Clause</th><th>Observed (verdict; reason)</th><th>Tests</th></tr>"
-        lines.append(raw(f'<table class="bgm-table bgm-verdicts"><thead>{head}</thead>'
-                         f'<tbody>{"".join(rows)}</tbody></table>'))
+        lines.append(raw(part("verdict_table")(rows)))
     else:
         lines.append("No clause verdicts: the suite did not run to completion.\n")
     if "wire" in result:
@@ -177,41 +180,33 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
     if not result["tests"]:
         lines.append("No test records.\n")
     else:
-        # The evidence texts travel as one JSON document that js/evidence.js puts into the
-        # empty blocks (as text, never markup). In a <script> element the HTML parsers of
-        # Markdown and mkdocs skip them in one step; as page text, a full matrix's hundred
-        # megabytes of event logs would cost most of the build's time.
         # One enclosing element: Markdown handles each top-level element of a raw block on
         # its own, which costs more than the elements themselves.
-        lines.append(raw(
-            '<div class="bgm-tests">'
-            + "".join(tag("h3", esc(test["test"], 300), id=f"t-{i}", class_="bgm-test-name")
-                      + pre(evidence_text(test), TEST_LIMIT)
-                      for i, test in enumerate(result["tests"]))
-            + "</div>"
-        ))
+        lines.append(raw(part("tests_block")(
+            [(i, test["test"], evidence_text(test)) for i, test in enumerate(result["tests"])],
+            TEST_LIMIT)))
     lines += ["## Provenance", ""]
     facts = [
-        ("Cell", esc(cell["id"])),
-        ("Kind", esc(cell["kind"])),
-        ("Python", esc(prov.get("python") or cell["python"], 60)),
-        ("Implementation", esc(prov.get("implementation") or "–", 60)),
-        ("FastAPI installed", esc(prov.get("fastapi") or "–", 60)),
-        ("Starlette installed", esc(prov.get("starlette") or "–", 60)),
+        ("Cell", text(cell["id"])),
+        ("Kind", text(cell["kind"])),
+        ("Python", text(prov.get("python") or cell["python"], 60)),
+        ("Implementation", text(prov.get("implementation") or "–", 60)),
+        ("FastAPI installed", text(prov.get("fastapi") or "–", 60)),
+        ("Starlette installed", text(prov.get("starlette") or "–", 60)),
         ("Inside FastAPI's declared Starlette range",
-         esc({True: "yes", False: "no", None: "not applicable"}[cell["in_declared_range"]])),
-        ("Resolver cutoff", esc(cell["cutoff"] or "–", 60)),
-        ("Spec version", esc(prov["spec_version"], 40)),
-        ("Suite hash", esc(prov["suite_hash"], 80)),
-        ("Suite tools", esc(", ".join(prov.get("suite_tools") or []), 500)),
-        ("Tools", esc(", ".join(f"{k} {v}" for k, v in sorted(prov["tools"].items())), 800)),
+         {True: "yes", False: "no", None: "not applicable"}[cell["in_declared_range"]]),
+        ("Resolver cutoff", text(cell["cutoff"] or "–", 60)),
+        ("Spec version", text(prov["spec_version"], 40)),
+        ("Suite hash", text(prov["suite_hash"], 80)),
+        ("Suite tools", text(", ".join(prov.get("suite_tools") or []), 500)),
+        ("Tools", text(", ".join(f"{k} {v}" for k, v in sorted(prov["tools"].items())), 800)),
         # When and on which host: the run record (results/run.json), not the cell's file.
     ]
-    lines.append(raw(html_table(["", ""], [[k, v] for k, v in facts], class_="bgm-table bgm-kv")))
+    lines.append(raw(table(["", ""], [[k, v] for k, v in facts], class_="bgm-table bgm-kv")))
     packages = prov.get("packages") or {}
     lines += [f"### Resolved packages ({len(packages)})", ""]
     freeze = "\n".join(f"{clean(n, 200)}=={clean(v, 100)}" for n, v in sorted(packages.items()))
-    lines.append(raw(pre(freeze, None)) if packages else "None recorded.\n")
+    lines.append(raw(part("pre")(freeze, None)) if packages else "None recorded.\n")
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +215,7 @@ def wire_section(root: str, result: dict) -> list[str]:
     flagged: the second source confirms or qualifies the first, clause by clause."""
     wire = result["wire"]
     lines = ["## Wire evidence", ""]
-    lines.append(raw(tag("p", esc(
+    lines.append(raw(part("para")(text(
         f"Re-observed through uvicorn {wire.get('uvicorn') or '?'} on 127.0.0.1 with an httpx "
         f"client: {wire['state']}" + (f" — {wire['message']}" if wire.get("message") else ""),
         600))))
@@ -228,25 +223,21 @@ def wire_section(root: str, result: dict) -> list[str]:
     rows = []
     for cid, entry in sorted(wire["clauses"].items()):
         mine = result["clauses"].get(cid, {})
-        flag = (f"disagree ({esc(differ[cid].get('kind', ''))})" if cid in differ
+        flag = (f"disagree ({differ[cid].get('kind', '')})" if cid in differ
                 else "agree" if mine.get("verdict") == entry["verdict"] else "—")
-        rows.append([link(clause_href(root, cid), esc(cid)),
-                     esc(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
-                     esc(f"{entry['verdict']} · {entry['label']}", 200), flag])
+        rows.append([link(clause_href(root, cid), cid),
+                     text(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
+                     text(f"{entry['verdict']} · {entry['label']}", 200), flag])
     if rows:
-        lines.append(raw(html_table(["Clause", "Raw ASGI", "Wire", ""], rows)))
+        lines.append(raw(table(["Clause", "Raw ASGI", "Wire", ""], rows)))
     lines.append("")
     return lines
 
 
-def _verdict_row(clause_html: str, entry: dict, tests_html: str) -> str:
-    """One row of a cell's verdict table: the behaviour cell is coloured by its verdict."""
-    verdict, label = entry["verdict"], entry["label"]
-    said = esc(verdict) if verdict == "n/a" else f"{esc(label, 300)} ({esc(verdict)})"
-    if entry.get("reason"):
-        said += "; " + esc(entry["reason"], 300)
-    return (f"<tr><td>{clause_html}</td><td class=\"{verdict_class(verdict)}\">{said}</td>"
-            f"<td>{tests_html}</td></tr>")
+def _verdict_row(clause_html: Markup, entry: dict, tests_html: Markup) -> tuple:
+    """One row of a cell's verdict table (``verdict_table`` in templates/parts.html): the
+    behaviour cell is coloured by its verdict."""
+    return (clause_html, entry["verdict"], entry["label"], entry.get("reason") or "", tests_html)
 
 
 def cells_index(snapshot: model.Snapshot) -> str:
@@ -256,11 +247,11 @@ def cells_index(snapshot: model.Snapshot) -> str:
     if not snapshot.results:
         lines += [f"**{NO_RESULTS}**", ""]
         return "\n".join(lines) + "\n"
-    rows = [[link(cell_href("../", r["cell"]["id"]), esc(r["cell"]["id"])),
-             esc(r["cell"]["kind"]), version_text(r["cell"]), esc(r["state"]),
+    rows = [[link(cell_href("../", r["cell"]["id"]), r["cell"]["id"]),
+             r["cell"]["kind"], version_text(r["cell"]), r["state"],
              outcome_html(model.outcome(r, model.CONFLICT_CLAUSE)),
              link(f"../results/{r['cell']['id']}.json", "JSON")]
             for r in snapshot.cells()]
-    lines.append(raw(html_table(
+    lines.append(raw(table(
         ["Cell", "Kind", "Versions", "State", f"Conflict ({model.CONFLICT_CLAUSE})", "Raw"], rows)))
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""Making untrusted text safe for a page: the one escaping function, and small HTML helpers.
+"""Making untrusted text safe for a page: the one escaping function (HTML itself comes from
+the templates, through ``render``, whose every printed value passes through ``esc``).
 
 Everything a result file carries (exception and warning messages, event logs, package names,
 labels, test names) was produced by the application under test or by a tool, so it is data,
@@ -52,7 +53,7 @@ def esc(value: object, limit: int | None = TEXT_LIMIT, context: str = "markdown"
 
     - ``"markdown"`` (the default): Markdown may see it (list items, paragraphs, headings), so
       every character Markdown gives a meaning becomes a numeric reference too.
-    - ``"block"``: element content inside a raw HTML block (``site_pages.raw``), which Markdown
+    - ``"block"``: element content inside a raw HTML block (``render.raw``), which Markdown
       sets aside unread (blank lines included), so only HTML's own characters are referenced.
       Evidence text blocks use this: a reference per character, or per line, costs the HTML
       parsers of Markdown and mkdocs dearly on a full matrix.
@@ -76,35 +77,3 @@ def md_code(value: object, limit: int = 200) -> str:
     """
     text = clean(value, limit).replace("`", "'").replace("\n", " ").replace("\r", " ")
     return f"`{text}`"
-
-
-def tag(name: str, content: str = "", **attrs: str | None) -> str:
-    """One HTML element; ``content`` must already be safe, attribute values are escaped here.
-
-    A trailing underscore in an attribute name is dropped (``class_``), other underscores
-    become dashes (``data_copy`` -> ``data-copy``).
-    """
-    parts = [name]
-    for key, val in attrs.items():
-        if val is None:
-            continue
-        parts.append(f'{key.rstrip("_").replace("_", "-")}="{esc(val, None, "attr")}"')
-    return f"<{' '.join(parts)}>{content}</{name}>"
-
-
-def link(href: str, text: str, **attrs: str | None) -> str:
-    """An ``<a>``; ``href`` is built by us from validated ids, ``text`` must be safe HTML."""
-    return tag("a", text, href=href, **attrs)
-
-
-def pre(value: object, limit: int | None = TEXT_LIMIT, class_: str = "bgm-pre") -> str:
-    """Evidence text kept verbatim (line breaks included) in a ``<pre>`` on one source line,
-    for a raw HTML block only (see ``esc``)."""
-    return tag("pre", esc(value, limit, "block"), class_=class_)
-
-
-def html_table(head: list[str], rows: list[list[str]], class_: str = "bgm-table") -> str:
-    """A table from already-safe cell HTML, on as few lines as possible (a raw HTML block)."""
-    thead = "".join(f"<th>{h}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{class_}"><thead><tr>{thead}</tr></thead><tbody>{body}</tbody></table>'

@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from markupsafe import Markup
+
 from bgmatrix.site import model
-from bgmatrix.site.markup import clean, esc, tag
+from bgmatrix.site.markup import clean
+from bgmatrix.site.render import part, verdict_class
 
 #: Codes for the conflict vocabulary of spec/resolution.md#labels, the labels readers look for.
 KNOWN_CODES = {
@@ -38,17 +41,7 @@ STATE_CODES = {
     "timeout": "TO",
     "missing": "·",
 }
-VERDICT_CLASSES = {
-    "conforms": "v-ok",
-    "deviates": "v-dev",
-    "n/a": "v-na",
-    "missing": "v-none",
-}
 LABEL_LIMIT = 200  # characters of a label kept in the page data
-
-
-def verdict_class(verdict: str) -> str:
-    return VERDICT_CLASSES.get(verdict, "v-fail")
 
 
 def _base_code(label: str) -> str:
@@ -146,7 +139,7 @@ def matrix_data(snapshot: model.Snapshot) -> dict:
     }
 
 
-def legend_html(data: dict) -> str:
+def legend_html(data: dict) -> Markup:
     """Verdict colours and every code used, with its full label (escaped: labels are data)."""
     swatches = [
         ("v-ok", "conforms"),
@@ -155,20 +148,9 @@ def legend_html(data: dict) -> str:
         ("v-fail", "no measurement: the cell's suite did not run (state code shown)"),
         ("v-none", "not measured (result predates the clause)"),
     ]
-    items = "".join(
-        tag("li", tag("span", "&#160;", class_=f"bgm-swatch {cls}") + " " + esc(text))
-        for cls, text in swatches
-    )
     seen: dict[str, set[str]] = {}
     for verdict, label, code, _ in data["outcomes"]:
         seen.setdefault(code, set()).add(label or verdict)
-    codes = "".join(
-        tag("li", tag("code", esc(code)) + " " + esc(", ".join(sorted(labels)), 300))
-        for code, labels in sorted(seen.items(), key=lambda kv: kv[0].lower())
-    )
-    return (
-        '<div class="bgm-legend">'
-        + tag("div", "<strong>Colour: verdict</strong>" + tag("ul", items))
-        + tag("div", "<strong>Code: behaviour label</strong>" + tag("ul", codes or "<li>none</li>"))
-        + "</div>"
-    )
+    codes = [(code, ", ".join(sorted(labels)))
+             for code, labels in sorted(seen.items(), key=lambda kv: kv[0].lower())]
+    return part("legend")(swatches, codes)

@@ -1,28 +1,46 @@
-"""The site's generated pages, as Markdown text: one function per page (or kind of page).
-Cell pages, which carry the evidence, live in ``report_cells``.
+"""The page catalogue: the site's generated pages, as Markdown text, one function per page
+(or kind of page). Cell pages, which carry the evidence, live in ``cell_pages``.
 
-Prose is Markdown, so mkdocs checks its links; tables and evidence are raw HTML blocks, built
-only from ``report_markup`` helpers so every piece of result text passes through ``esc``.
+Prose is Markdown, so mkdocs checks its links; tables and evidence are raw HTML blocks, made
+only by the Jinja2 templates of ``templates/`` (through ``render``), which escape every piece
+of result text; result text in the Markdown itself passes through ``markup.esc``.
 Pages under a folder (clauses/, cells/, spec/, suite/) link up with ``../``; the site uses
 plain ``.html`` URLs (``use_directory_urls: false``), which raw HTML links can rely on.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgmatrix import vocabulary
-from bgmatrix.site import cite, model, suite
-from bgmatrix.site.changes import ROW_LIMIT, Changes
-from bgmatrix.site.markup import esc, html_table, json_for_script, link, pre, tag
-from bgmatrix.site.matrix import legend_html, verdict_class
-from bgmatrix.spec import ROOT, Clause
+from markupsafe import Markup
 
-NO_RESULTS = "No results yet: run `nox` (or `python -m bgmatrix run ...`) to measure releases."
+from bgmatrix import vocabulary
+from bgmatrix.site import cite, model, regression, suite
+from bgmatrix.site.changes import ROW_LIMIT, Changes
+from bgmatrix.site.markup import esc, json_for_script
+from bgmatrix.site.matrix import legend_html
+from bgmatrix.site.render import (
+    cell_href,
+    citation_block,
+    clause_href,
+    code,
+    link,
+    outcome_html,
+    outcomes_html,
+    part,
+    plural,
+    raw,
+    table,
+    text,
+    version_parts,
+    version_text,
+)
+from bgmatrix.spec import Clause
+
+NO_RESULTS = "No results yet: run `nox` (or `bgmatrix run ...`) to measure releases."
 SEARCH_EXCLUDED = "---\nsearch:\n  exclude: true\n---\n\n"
 
 
@@ -64,83 +82,7 @@ ANSWERS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared pieces
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def code(label: str) -> str:
-    return tag("code", esc(label, 200))
-
-
-def cell_href(root: str, cell_id: str) -> str:
-    return f"{root}cells/{cell_id}.html"
-
-
-def clause_href(root: str, clause_id: str) -> str:
-    return f"{root}clauses/{clause_id}.html"
-
-
-def version_text(cell: dict) -> str:
-    """Safe HTML naming a cell: ``0.106.0 · st 0.27.0 · py3.8``."""
-    parts = []
-    if cell["kind"] == "candidate":
-        parts.append(esc(cell["candidate"] or cell["id"], 80))
-    if cell["fastapi"]:
-        parts.append(esc(cell["fastapi"], 40))
-    if cell["starlette"]:
-        parts.append(("st " if cell["kind"] != "starlette" else "") + esc(cell["starlette"], 40))
-    parts.append(f"py{cell['python']}")
-    return " · ".join(parts)
-
-
-def safe_title(cell: dict) -> str:
-    """A page title from version-like characters only: mkdocs copies the first heading's text,
-    unescaped, into ``<title>`` and the header, where no escaping of ours survives."""
-    parts = []
-    if cell["kind"] == "candidate":
-        parts.append("Candidate " + model.clean_version(cell["candidate"] or cell["id"]))
-    if cell["fastapi"]:
-        parts.append(f"FastAPI {model.clean_version(cell['fastapi'])}")
-    if cell["starlette"]:
-        parts.append(f"Starlette {model.clean_version(cell['starlette'])}")
-    return " + ".join(parts) + f" on Python {cell['python']}"
-
-
-def outcome_html(out: model.Outcome, short: bool = False) -> str:
-    """A verdict badge with its label; ``short`` cuts long composite labels for grids (the
-    cell page has them whole)."""
-    verdict, label = out
-    if short and len(label) > 40:
-        label = label[:39] + "…"
-    if not model.is_measured(out):
-        text = "not measured" if verdict == "missing" else esc(verdict)
-        return tag("span", text, class_=f"bgm-v {verdict_class(verdict)}")
-    if verdict == "n/a":
-        return tag("span", "n/a", class_="bgm-v v-na")
-    return tag("span", code(label) + " " + esc(verdict), class_=f"bgm-v {verdict_class(verdict)}")
-
-
-def outcomes_html(outs: tuple[model.Outcome, ...]) -> str:
-    return " / ".join(outcome_html(o) for o in outs)
-
-
-def citation_block(markdown: str) -> str:
-    """The copy button and the citation text (shown too, so it works without JavaScript)."""
-    return (
-        '<div class="bgm-cite"><div class="bgm-cite-head"><strong>Cite this</strong> '
-        '<button type="button" class="md-button bgm-copy" data-copy="bgm-cite-text">'
-        "Copy citation (Markdown)</button></div>"
-        + tag("pre", esc(markdown, None), id="bgm-cite-text", class_="bgm-cite-text")
-        + "</div>"
-    )
-
-
-def raw(html: str) -> str:
-    """A raw HTML block: blank lines around it, so Markdown leaves its content alone."""
-    return f"\n\n{html}\n\n"
+# Shared pieces (the rest are in ``render``)
 
 
 def snapshot_line(snapshot: model.Snapshot) -> str:
@@ -152,23 +94,17 @@ def snapshot_line(snapshot: model.Snapshot) -> str:
     )
 
 
-def run_releases_html(snapshot: model.Snapshot, run: model.Run, root: str, kind: str) -> str:
+def run_releases_html(snapshot: model.Snapshot, run: model.Run, root: str, kind: str) -> Markup:
     """``0.10.0 – 0.115.0`` with an expandable list of every release's cells."""
-    title = esc(run.first) if run.first == run.last else f"{esc(run.first)} – {esc(run.last)}"
+    title = run.first if run.first == run.last else f"{run.first} – {run.last}"
     count = len(run.releases)
     note = "" if run.measured_count == run.span else (
         f", {run.measured_count} of {run.span} measured")
     if len(run.cells) == 1:
         return link(cell_href(root, run.cells[0]), title)
-    links = " ".join(
-        link(cell_href(root, cid), version_text(snapshot.results[cid]["cell"]))
-        for cid in run.cells
-    )
-    return tag(
-        "details",
-        tag("summary", f"{title} <small>({plural(count, 'release')}{note})</small>")
-        + tag("div", links, class_="bgm-cells"),
-    )
+    cells = [(cell_href(root, cid), version_parts(snapshot.results[cid]["cell"]))
+             for cid in run.cells]
+    return part("run_releases")(title, plural(count, "release") + note, cells)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,15 +146,15 @@ def answer(snapshot: model.Snapshot, headline: Headline) -> str:
         more = f" and {plural(len(runs) - 4, 'earlier range')}" if len(runs) > 4 else ""
         line += f". Earlier: {earlier}{more}"
     if timeline.flips:
-        line += ". " + tag("strong", "Flips back and forth", class_="bgm-flip") + " (in " + \
-            ", ".join(esc(v) for v, _ in timeline.flips[:5]) + ")"
+        line += (f". {part('flip')('Flips back and forth')} (in "
+                 + ", ".join(esc(v) for v, _ in timeline.flips[:5]) + ")")
     return line + f". ({ref})"
 
 
-def wall(snapshot: model.Snapshot) -> str:
+def wall(snapshot: model.Snapshot) -> Markup:
     """One tile per FastAPI release, coloured by its conflict behaviour (ATTACH-3's label)."""
     cells = snapshot.by_release("fastapi")
-    tiles = []
+    tiles = []  # class, text, title, href
     used: Counter[str] = Counter()
     for version in snapshot.planned["fastapi"]:
         members = cells.get(version, [])
@@ -232,21 +168,15 @@ def wall(snapshot: model.Snapshot) -> str:
             title = f"FastAPI {version}: {said}"
             href = cell_href("", members[0]["cell"]["id"])
         used[cls] += 1
-        text = esc(version, 40)
-        attrs = {"class_": f"bgm-tile b-{cls}", "title": title}
-        tiles.append(link(href, text, **attrs) if href else tag("span", text, **attrs))
+        tiles.append({"cls": cls, "text": version, "title": title, "href": href})
     names = {
         "drop": "drop (lost silently)", "warn": "warn", "merge": "merge",
         "warnmerge": "warn+merge", "duplicate": "duplicate", "lost": "lost-all",
         "other": "other label", "mixed": "cells of the release disagree", "na": "n/a",
         "failed": "suite did not run", "none": "not measured yet",
     }
-    legend = "".join(
-        tag("li", tag("span", "&#160;", class_=f"bgm-swatch b-{cls}") + f" {name} ({used[cls]})")
-        for cls, name in names.items() if used[cls]
-    )
-    return tag("div", tag("div", "".join(tiles), class_="bgm-wall", id="bgm-wall")
-               + tag("ul", legend, class_="bgm-wall-legend"))
+    legend = [(cls, name, used[cls]) for cls, name in names.items() if used[cls]]
+    return part("wall")(tiles, legend)
 
 
 def home(snapshot: model.Snapshot) -> str:
@@ -280,18 +210,6 @@ def home(snapshot: model.Snapshot) -> str:
 
 
 def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
-    form = (
-        '<form class="bgm-filters" id="bgm-filters">'
-        '<label>Clauses <input name="clause" list="bgm-clause-list" '
-        'placeholder="e.g. ATTACH-3, RES"></label>'
-        '<label>Behaviour <select name="behaviour"><option value="">any</option></select></label>'
-        '<label>FastAPI from <select name="from"><option value="">first</option></select></label>'
-        '<label>to <select name="to"><option value="">last</option></select></label>'
-        '<label>Starlette line <select name="line"><option value="">any</option></select></label>'
-        '<a href="matrix.html" class="bgm-reset">reset</a> '
-        '<a href="matrix.html" id="bgm-permalink">link to this view</a>'
-        '<datalist id="bgm-clause-list"></datalist></form>'
-    )
     lines = [
         "---\nhide:\n  - navigation\n  - toc\n---\n",  # the grid needs the page's width
         "# Matrix",
@@ -301,23 +219,16 @@ def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
         "Starlette line they ran with. A cell shows the behaviour code, coloured by the verdict; "
         "hover for the full label, click a release for its evidence. Filters are kept in the "
         "address, so a filtered view can be linked: for example "
-        + link("matrix.html#clause=ATTACH-3,ATTACH-4,ATTACH-8", "the conflict clauses")
-        + " or " + link("matrix.html#clause=ATTACH-3&behaviour=drop", "every release that drops")
-        + ".",
+        f'{link("matrix.html#clause=ATTACH-3,ATTACH-4,ATTACH-8", "the conflict clauses")} or '
+        f'{link("matrix.html#clause=ATTACH-3&behaviour=drop", "every release that drops")}.',
         "",
     ]
     if not snapshot.results:
         lines += [f"**{NO_RESULTS}**", ""]
-    lines.append(raw(form))
-    lines.append(raw(
-        '<div id="bgm-matrix" class="bgm-matrix"><noscript>The matrix is drawn by JavaScript '
-        'from the data embedded in this page. Without it, use the '
-        '<a href="clauses/index.html">clause pages</a> or the '
-        '<a href="downloads.html">CSV and JSON downloads</a>.</noscript></div>'
-    ))
-    lines.append(raw(
-        f'<script type="application/json" id="bgm-matrix-data">{json_for_script(data)}</script>'
-    ))
+    lines.append(raw(part("matrix_filters")()))
+    lines.append(raw(part("matrix_holder")()))
+    # json_for_script leaves no <, > or & in the data: nothing in it can end the element.
+    lines.append(raw(part("matrix_data")(Markup(json_for_script(data)))))
     lines += ["## Legend", "", raw(legend_html(data))]
     return "\n".join(lines) + "\n"
 
@@ -343,7 +254,7 @@ def releases_summary(snapshot: model.Snapshot, clause: Clause, root: str) -> str
     return f"*Releases.* {said[:1].upper()}{said[1:]}. {evidence}."
 
 
-def timeline_table(snapshot: model.Snapshot, timeline: model.Timeline, root: str) -> str:
+def timeline_table(snapshot: model.Snapshot, timeline: model.Timeline, root: str) -> Markup:
     change = timeline.first_change
     flips = dict(timeline.flips)
     rows = []
@@ -352,17 +263,16 @@ def timeline_table(snapshot: model.Snapshot, timeline: model.Timeline, root: str
         if change and run is change[1]:
             notes.append("first change")
         if run.first in flips:
-            notes.append(tag("strong", "flips back", class_="bgm-flip")
-                         + " to an earlier behaviour")
+            notes.append(part("flip")("flips back") + " to an earlier behaviour")
         if not run.measured:
             notes.append("no measurement: a gap in the evidence")
         elif run.gaps:
-            notes.append(f"no measurement in {', '.join(esc(v) for v in run.gaps[:8])}"
-                         + (" …" if len(run.gaps) > 8 else ""))
+            notes.append(text(f"no measurement in {', '.join(run.gaps[:8])}"
+                              + (" …" if len(run.gaps) > 8 else "")))
         rows.append([run_releases_html(snapshot, run, root, timeline.kind),
-                     outcomes_html(run.outcomes), "; ".join(notes)])
+                     outcomes_html(run.outcomes), Markup("; ").join(notes)])
     name = "FastAPI" if timeline.kind == "fastapi" else "Starlette"
-    return html_table([f"{name} releases", "Behaviour (verdict)", "Note"], rows)
+    return table([f"{name} releases", "Behaviour (verdict)", "Note"], rows)
 
 
 def clause_page(
@@ -390,8 +300,8 @@ def clause_page(
             lines.append(f"- [`{file}::{name}`](../suite/{Path(file).stem}.md#{name}) "
                          f"(tests/spec/{file})")
         else:  # a test since renamed or removed: named, not linked
-            lines.append(raw(tag("div", code(f"{file}::{name}") + " (named in results, no "
-                                 "longer in the suite)")))
+            lines.append(raw(part("note")(code(f"{file}::{name}")
+                                          + text(" (named in results, no longer in the suite)"))))
     if not tests and not from_results:
         lines.append("No test checks this clause yet.")
     lines.append("")
@@ -405,16 +315,17 @@ def clause_page(
             continue
         change = timeline.first_change
         if change:
-            lines.append(raw(tag("p", f"First change in {esc(change[1].first)}: "
-                                 f"{outcomes_html(change[0].outcomes)} → "
-                                 f"{outcomes_html(change[1].outcomes)}.")))
+            lines.append(raw(part("para")(
+                Markup("First change in {}: {} → {}.").format(
+                    text(change[1].first), outcomes_html(change[0].outcomes),
+                    outcomes_html(change[1].outcomes)))))
         else:
             lines.append("The behaviour has not changed across the measured releases.\n")
         if timeline.flips:
-            flipped = ", ".join(esc(v) for v, _ in timeline.flips)
-            lines.append(raw(tag("p", tag("strong", "Flips back and forth:") +
-                                 f" returns to an earlier behaviour in {flipped}.",
-                                 class_="bgm-flip")))
+            flipped = ", ".join(v for v, _ in timeline.flips)
+            lines.append(raw(part("para")(
+                part("strong")("Flips back and forth:")
+                + text(f" returns to an earlier behaviour in {flipped}."), "bgm-flip")))
         lines.append(raw(timeline_table(snapshot, timeline, root)))
     lines += wire_rows(snapshot, clause, root)
     candidates = snapshot.cells("candidate")
@@ -422,7 +333,7 @@ def clause_page(
         lines += ["## Candidates", ""]
         rows = [[link(cell_href(root, r["cell"]["id"]), version_text(r["cell"])),
                  outcome_html(model.outcome(r, clause.id))] for r in candidates]
-        lines.append(raw(html_table(["Candidate", "Behaviour (verdict)"], rows)))
+        lines.append(raw(table(["Candidate", "Behaviour (verdict)"], rows)))
     return "\n".join(lines) + "\n"
 
 
@@ -436,21 +347,21 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
             continue
         mine = result["clauses"].get(clause.id, {})
         differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
-        flag = f"disagree ({esc(differ[0].get('kind', ''))})" if differ else (
+        flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
             "agree" if mine.get("verdict") == wire["verdict"] else "—")
         raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
         rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
                                        version_text(result["cell"])),
-                                  esc(raw_text, 160),
-                                  esc(f"{wire['verdict']} · {wire['label']}", 160), flag]))
+                                  text(raw_text, 160),
+                                  text(f"{wire['verdict']} · {wire['label']}", 160), flag]))
     if not rows:
         return []
     rows.sort(key=lambda r: r[0])  # stable: disagreements first, then release order
     return ["## On the wire", "",
             "Re-observed through the cell's period-correct uvicorn on 127.0.0.1 with an httpx "
             "client (wire mode); the raw-ASGI verdict stays the verdict of record.", "",
-            raw(tag("div", html_table(["Cell", "Raw ASGI", "Wire", ""], [r for _, r in rows]),
-                    class_="bgm-scroll")), ""]
+            raw(part("scroll")(table(["Cell", "Raw ASGI", "Wire", ""], [r for _, r in rows]))),
+            ""]
 
 
 def clauses_index(snapshot: model.Snapshot) -> str:
@@ -462,9 +373,9 @@ def clauses_index(snapshot: model.Snapshot) -> str:
         for clause in (c for c in snapshot.clauses if c.chapter == chapter):
             runs = [r for r in snapshot.timeline(clause.id).runs if r.measured]
             now = outcomes_html(runs[-1].outcomes) if runs else "not measured yet"
-            rows.append([link(clause_href("../", clause.id), esc(clause.id)),
-                         esc(clause.keyword), esc(clause.title), now])
-        lines.append(raw(html_table(["Clause", "Keyword", "Title", "Newest release"], rows)))
+            rows.append([link(clause_href("../", clause.id), clause.id),
+                         clause.keyword, clause.title, now])
+        lines.append(raw(table(["Clause", "Keyword", "Title", "Newest release"], rows)))
     return "\n".join(lines) + "\n"
 
 
@@ -488,18 +399,14 @@ def release_ranges(
             ranges[-1].append(version)
         else:
             ranges.append([version])
-    return ", ".join(esc(r[0]) if len(r) == 1 else f"{esc(r[0])} – {esc(r[-1])}" for r in ranges)
+    return ", ".join(r[0] if len(r) == 1 else f"{r[0]} – {r[-1]}" for r in ranges)
 
 
-def _tally(outs: list[model.Outcome]) -> str:
+def _tally(outs: list[model.Outcome]) -> Markup:
     counts = Counter(o[0] for o in outs)
     order = ("conforms", "deviates", "n/a")
-    parts = [tag("span", f"{esc(v)} {counts[v]}", class_=f"bgm-v {verdict_class(v)}")
-             for v in order if counts[v]]
     other = sum(n for v, n in counts.items() if v not in order)
-    if other:
-        parts.append(tag("span", f"no measurement {other}", class_="bgm-v v-fail"))
-    return " ".join(parts) or "–"
+    return part("tally")([(v, counts[v]) for v in order if counts[v]], other)
 
 
 def decision(snapshot: model.Snapshot) -> str:
@@ -519,7 +426,7 @@ def decision(snapshot: model.Snapshot) -> str:
     if not snapshot.results:
         lines += [f"**{NO_RESULTS}**", ""]
     head = ["Resolution", "Releases"] + [
-        link(clause_href("", c.id), esc(c.id), title=c.title) for c in requirements]
+        link(clause_href("", c.id), c.id, title=c.title) for c in requirements]
     groups: dict[str, list[str]] = {}
     releases = snapshot.by_release("fastapi")
     for version, cells in releases.items():
@@ -528,49 +435,40 @@ def decision(snapshot: model.Snapshot) -> str:
     for name, versions in sorted(groups.items(), key=lambda kv: model.version_key(kv[1][0])):
         cells = [r for v in versions for r in releases[v]]
         skip = set(groups.get("unmeasured", []))
-        row = [tag("strong", f"today: {esc(name)}"), release_ranges(snapshot, versions, skip)]
+        row = [part("strong")(f"today: {name}"), release_ranges(snapshot, versions, skip)]
         row += [_tally([model.outcome(r, c.id) for r in cells]) for c in requirements]
         rows.append(row)
     for result in snapshot.cells("candidate"):
         cid = result["cell"]["id"]
-        row = [tag("strong", "candidate " + esc(result["cell"]["candidate"] or cid, 80)),
-               link(cell_href("", cid), f"profile {esc(model.profile([result]))}")]
+        row = [part("strong")(Markup("candidate ") + text(result["cell"]["candidate"] or cid, 80)),
+               link(cell_href("", cid), f"profile {model.profile([result])}")]
         row += [link(cell_href("", cid) + f"#t-{_test_index(result, c.id)}",
                      outcome_html(model.outcome(result, c.id), short=True))
                 for c in requirements]
         rows.append(row)
     if rows:
-        lines.append(raw(tag("div", html_table(head, rows, class_="bgm-table bgm-decision"),
-                             class_="bgm-scroll")))
+        lines.append(raw(part("scroll")(table(head, rows, class_="bgm-table bgm-decision"))))
     if not snapshot.cells("candidate"):
         lines.append("No candidate has been measured yet: candidates appear here when results "
                      "with `kind: candidate` exist (see `candidates/`).\n")
-    lines += regression_section(ROOT / "candidates" / "regression.json")
+    lines += regression_section(regression.read())
     lines += ["## The requirements", ""]
     lines += [f"- [{c.id}](clauses/{c.id}.md) ({c.keyword}) — {c.title}" for c in requirements]
     return "\n".join(lines) + "\n"
 
 
-def regression_section(path: Path) -> list[str]:
-    """FastAPI's own test suite without and with each candidate (candidates/regression.json,
-    written by ``python -m bgmatrix.run.candidates --regression``)."""
+def regression_section(record: regression.Record | None) -> list[str]:
+    """FastAPI's own test suite without and with each candidate (``regression.read``)."""
     lines = ["## FastAPI's own tests", ""]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        base, runs = data["without_patch"], data["with_patch"]
-    except (OSError, ValueError, KeyError):
-        return lines + ["Not measured yet: `python -m bgmatrix.run.candidates --regression`.", ""]
-    fields = ("passed", "failed", "errored", "skipped")
-    rows = [[esc("without a patch")] + [esc(str(base["counts"].get(f, "?"))) for f in fields]
-            + [""]]
-    for name, run in sorted(runs.items()):
-        changed = [esc(t, 200) for t in run.get("new_failures", []) + run.get("changed", [])]
-        rows.append([esc(name, 80)] + [esc(str(run["counts"].get(f, "?"))) for f in fields]
-                    + ["; ".join(changed) or "none"])
-    lines.append(raw(html_table(["FastAPI " + esc(data.get("base", {}).get("fastapi", "?")),
-                                 *fields, "tests whose outcome changed"], rows)))
-    lines += ["", "Measured by `python -m bgmatrix.run.candidates --regression` "
-              "(FastAPI's `tests/` "
+    if record is None:
+        return lines + ["Not measured yet: `bgmatrix candidates --regression`.", ""]
+    rows = [[text(run.name, 80)] + [str(run.counts[f]) for f in regression.FIELDS]
+            + [Markup("; ").join(text(t, 200) for t in run.changed)
+               or ("" if run is record.base else "none")]
+            for run in (record.base, *record.patched)]
+    lines.append(raw(table([f"FastAPI {record.fastapi}", *regression.FIELDS,
+                            "tests whose outcome changed"], rows)))
+    lines += ["", "Measured by `bgmatrix candidates --regression` (FastAPI's `tests/` "
               "from its source distribution, with its `tests` group and `[all]` extras).", ""]
     return lines
 
@@ -598,38 +496,38 @@ def changes_page(snapshot: model.Snapshot, changes: Changes) -> str:
     if changes.empty:
         lines += ["Nothing changed.", ""]
 
-    def cells_list(ids: list[str], root_link: bool) -> str:
-        return ", ".join(link(cell_href("", c), esc(c)) if root_link else esc(c) for c in ids)
+    def cells_list(ids: list[str], root_link: bool) -> Markup:
+        return Markup(", ").join(link(cell_href("", c), c) if root_link else text(c) for c in ids)
 
     if changes.new:
-        lines += [f"## New cells ({len(changes.new)})", "", raw(tag("p", cells_list(
-            changes.new, True)))]
+        lines += [f"## New cells ({len(changes.new)})", "",
+                  raw(part("para")(cells_list(changes.new, True)))]
     if changes.removed:
         lines += [f"## Removed cells ({len(changes.removed)})", "",
-                  raw(tag("p", cells_list(changes.removed, False)))]
+                  raw(part("para")(cells_list(changes.removed, False)))]
     if changes.suite:
         lines += [f"## Measured with a different suite ({len(changes.suite)} cells)", "",
                   "The harness or tests changed between the snapshots: differences below may "
                   "come from the measurement rather than the release.", ""]
         pairs = Counter((b, a) for _, b, a in changes.suite)
-        rows = [[code(b), code(a), str(n)] for (b, a), n in pairs.most_common()]
-        lines.append(raw(html_table(["Suite hash before", "after", "Cells"], rows)))
+        rows = [[code(b), code(a), n] for (b, a), n in pairs.most_common()]
+        lines.append(raw(table(["Suite hash before", "after", "Cells"], rows)))
     if changes.states:
-        rows = [[link(cell_href("", c), esc(c)), esc(b), esc(a)] for c, b, a in changes.states]
+        rows = [[link(cell_href("", c), c), b, a] for c, b, a in changes.states]
         lines += [f"## Changed cell states ({len(rows)})", "",
-                  raw(html_table(["Cell", "Before", "After"], rows))]
+                  raw(table(["Cell", "Before", "After"], rows))]
     if changes.verdicts:
-        rows = [[link(cell_href("", c), esc(c)), link(clause_href("", k), esc(k)),
+        rows = [[link(cell_href("", c), c), link(clause_href("", k), k),
                  outcome_html(b), outcome_html(a)]
                 for c, k, b, a in changes.verdicts[:ROW_LIMIT]]
         lines += [f"## Changed verdicts and labels ({len(changes.verdicts)})", "",
-                  raw(html_table(["Cell", "Clause", "Before", "After"], rows))]
+                  raw(table(["Cell", "Clause", "Before", "After"], rows))]
         if len(changes.verdicts) > ROW_LIMIT:
             lines.append(f"… and {len(changes.verdicts) - ROW_LIMIT} more; compare the "
                          "[downloads](downloads.md) of the two snapshots for all of them.\n")
     if prev.unreadable:
         lines += ["## Previous results that could not be read", "",
-                  raw(tag("ul", "".join(tag("li", esc(u, 300)) for u in prev.unreadable[:50])))]
+                  raw(part("items")([text(u, 300) for u in prev.unreadable[:50]]))]
     return "\n".join(lines) + "\n"
 
 
@@ -697,10 +595,10 @@ def suite_page(path: Path, source: str, marks: dict[str, list[str]]) -> str:
         "The spec suite runs this file inside every cell. Each test names the clauses it "
         "checks with `@pytest.mark.clause(...)`.",
     ]
-    for name, text in chunks:
+    for name, source_text in chunks:
         if name and name in marks:
             # A Markdown heading (names are identifiers), so mkdocs checks links to its anchor.
             clauses = ", ".join(f"[{c}](../clauses/{c}.md)" for c in marks[name])
             out += ["", f"### `{name}` {{#{name}}}", "", f"Checks {clauses}."]
-        out.append(raw(pre(text.rstrip("\n"), None, class_="bgm-pre bgm-source")))
+        out.append(raw(part("pre")(source_text.rstrip("\n"), None, "bgm-pre bgm-source")))
     return "\n".join(out)

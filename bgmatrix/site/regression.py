@@ -1,0 +1,49 @@
+"""The regression record: FastAPI's own test suite without and with each candidate patch
+(``candidates/regression.json``, written by ``bgmatrix candidates --regression``), read for
+the decision page. Reading only; the page renders it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgmatrix.spec import ROOT
+
+PATH = ROOT / "candidates" / "regression.json"
+FIELDS = ("passed", "failed", "errored", "skipped")
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    counts: dict[str, object]  # FIELDS -> a count ("?" where the record has none)
+    changed: list[str]  # tests whose outcome the patch changed (new failures first)
+
+
+@dataclass(frozen=True)
+class Record:
+    fastapi: str  # the FastAPI release the suite ran against
+    base: Run  # without a patch
+    patched: list[Run]  # one per candidate, by name
+
+
+def read(path: Path = PATH) -> Record | None:
+    """The record, or None when there is none yet or it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        base, runs = data["without_patch"], data["with_patch"]
+        return Record(
+            fastapi=str(data.get("base", {}).get("fastapi", "?")),
+            base=Run("without a patch", _counts(base), []),
+            patched=[Run(name, _counts(run),
+                         list(run.get("new_failures", [])) + list(run.get("changed", [])))
+                     for name, run in sorted(runs.items())],
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _counts(run: dict) -> dict[str, object]:
+    return {f: run["counts"].get(f, "?") for f in FIELDS}
