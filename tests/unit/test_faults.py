@@ -101,7 +101,7 @@ def assert_store_clean(folder: Path) -> dict[str, dict]:
     """Every file is a complete, valid result; no temporary file is left."""
     stray = [p.name for p in folder.iterdir() if p.suffix != ".json" or p.name.startswith(".")]
     assert not stray, stray
-    return {p.stem: results.load(p) for p in sorted(folder.glob("*.json"))}
+    return {p.stem: results.load(p) for p in results.result_paths(folder)}
 
 
 def group_members(pgid: int) -> list[int]:
@@ -145,8 +145,10 @@ def visible(page: Path) -> str:
 def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> int:
     (tmp_path / "none").mkdir(exist_ok=True)  # no previous snapshot: git is not asked
     if "--plan" not in extra:  # the test's own cells are the plan: it checks other faults
-        cells = [json.loads(p.read_text())["cell"] for p in sorted(results_dir.glob("*.json"))
-                 if not p.name.startswith(".") and _is_json(p)]
+        cells = [plan_cell(json.loads(p.read_text())["cell"])
+                 for p in results.result_paths(results_dir) if _is_json(p)]
+        # (a file planted with another file's cell must not make the plan itself invalid)
+        cells = list({c["id"]: c for c in cells if c["kind"] != "candidate"}.values())
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps({"schema": 1, "cells": cells, "fastapi": [],
                                     "starlette": []}))
@@ -154,6 +156,12 @@ def build_site(tmp_path: Path, results_dir: Path, *extra: str) -> int:
     return cli.main(["report", "--results", str(results_dir), "--out", str(tmp_path / "gen"),
                         "--site-dir", str(tmp_path / "site"), "--previous",
                         str(tmp_path / "none"), *extra])
+
+
+def plan_cell(cell: dict) -> dict:
+    """The plan's record of a result's cell (what the plan store requires of one)."""
+    keys = ("id", "kind", "fastapi", "starlette", "python", "cutoff", "in_declared_range")
+    return {**{k: cell.get(k) for k in keys}, "tags": [], "starlette_bound": None}
 
 
 def _is_json(path: Path) -> bool:
@@ -381,7 +389,8 @@ def test_a_background_task_that_never_returns_is_a_recorded_timeout(scenarios):
 def test_hostile_evidence_is_intact_in_the_raw_result_and_escaped_on_the_site(scenarios,
                                                                            tmp_path):
     c = {"id": "fa-9.9.9_st-9.9.9_py3.11", "kind": "fastapi", "fastapi": "9.9.9",
-         "starlette": "9.9.9", "python": PYTHON, "cutoff": None, "in_declared_range": True}
+         "starlette": "9.9.9", "python": PYTHON, "cutoff": "2026-01-01T00:00:00Z",
+         "in_declared_range": True}
     records = list(scenarios["records"].values())
     state, message = runner._suite_state(scenarios["rc"], records, scenarios["session"])
     # The cell's message is the tail of a megabyte: it still ends by naming the exception.
@@ -497,11 +506,11 @@ def test_bad_result_files_stop_the_report_and_leave_the_previous_site(tmp_path, 
     assert build_site(tmp_path, folder) == 0
     published = {name: digest_tree(tmp_path / name) for name in ("site", "gen")}
     data = next(iter(good.values()))
-    text = results.dumps(data)
+    text = (folder / f"{data['cell']['id']}.json").read_text()  # as stored
     bad = {
         "fa-0.102.0_st-0.27.0_py3.8.json": (text[: len(text) // 2], "not valid JSON"),
         "fa-0.103.0_st-0.27.0_py3.8.json": (
-            text.replace('"schema_version": 1', '"schema_version": 2'), "schema_version 2"),
+            text.replace('"schema_version": 2', '"schema_version": 3'), "schema_version 3"),
         "fa-0.104.0_st-0.27.0_py3.8.json": (text, "contradicts its file name"),
     }
     for name, (content, says) in bad.items():

@@ -50,7 +50,7 @@ def test_background_awaits_forever(record, harness):
         await asyncio.Event().wait()  # a background task that never returns
 
     record.observe("request", harness.request(app, timeout=1))
-    record.verdict("EXEC-1", True, "after-body", "after-body")
+    record.grade("EXEC-1", "after-body")
 
 
 @pytest.mark.clause("EXEC-2")
@@ -61,7 +61,7 @@ def test_background_blocks_a_thread_forever(record, harness):
         await loop.run_in_executor(None, threading.Event().wait)  # cannot even be cancelled
 
     record.observe("request", harness.request(app, timeout=1))
-    record.verdict("EXEC-2", True, "in-order", "in-order")
+    record.grade("EXEC-2", "sequential")
 
 
 @pytest.mark.clause("EXEC-5")
@@ -72,7 +72,7 @@ def test_app_warns_and_raises_hostile_text(record, harness):
         raise RuntimeError(HOSTILE)
 
     record.observe("request", harness.request(app))
-    record.verdict("EXEC-5", False, HOSTILE_LABEL, "recorded")
+    record.grade("EXEC-5", HOSTILE_LABEL)
 
 
 @pytest.mark.clause("EXEC-6")
