@@ -219,6 +219,8 @@ def wire_section(root: str, result: dict) -> list[str]:
         f"Re-observed through uvicorn {wire.get('uvicorn') or '?'} on 127.0.0.1 with an httpx "
         f"client: {wire['state']}" + (f" — {wire['message']}" if wire.get("message") else ""),
         600))))
+    if wire.get("stale"):  # kept by a run that did not re-measure it (results.carry_over)
+        lines.append(raw(part("para")(text("Stale: " + wire["stale"], 600))))
     differ = {d["clause"]: d for d in vocabulary.disagreements(result["clauses"], wire["clauses"])}
     rows = []
     for cid, entry in sorted(wire["clauses"].items()):

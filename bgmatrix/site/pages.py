@@ -349,6 +349,8 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
         differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
         flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
             "agree" if mine.get("verdict") == wire["verdict"] else "—")
+        if result["wire"].get("stale"):
+            flag += " (stale: the wire method changed since)"
         raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
         rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
                                        version_text(result["cell"])),

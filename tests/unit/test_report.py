@@ -685,3 +685,19 @@ def test_a_full_matrix_builds_in_under_30_seconds(tmp_path):
     # CPU time, not wall time: on a shared machine the wall clock measures the neighbours.
     assert cpu < 30
     assert largest < build.PAGE_LIMIT
+
+
+def test_wire_evidence_kept_from_an_older_method_is_shown_as_stale(tmp_path):
+    found = synthetic_results(limit=2)
+    cid = next(c for c, r in found.items() if r["cell"]["kind"] == "fastapi")
+    wire = {"state": "ok", "message": None, "uvicorn": "0.30.0", "wire_hash": "old",
+            "stale": "measured with wire method old; the method is now new",
+            "clauses": {"ATTACH-3": {"verdict": "deviates", "label": "drop",
+                                     "evidence": {"effects": ["own"]}}}}
+    found[cid] = dict(found[cid], wire=wire)
+    code, _ = build_site(tmp_path, write_results(tmp_path / "results", found), "--no-build")
+    assert code == 0
+    cell_page = page(tmp_path / "gen" / "cells" / f"{cid}.md")
+    assert "Stale: measured with wire method old; the method is now new" in cell_page
+    assert "stale: the wire method changed since" in page(tmp_path / "gen" / "clauses" /
+                                                          "ATTACH-3.md")
