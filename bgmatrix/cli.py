@@ -105,6 +105,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--force", action="store_true", help="re-run cells that are current")
     p.add_argument("--results", default=str(results.RESULTS_DIR))
+    p.add_argument("--discard-unmeasured-evidence", action="store_true",
+                   help="drop evidence sources this run does not re-measure (e.g. wire "
+                        "evidence on a run without wire mode); by default they are kept")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -116,7 +119,8 @@ def run_command(args: argparse.Namespace) -> int:
     if not cells:
         raise UsageError("name a cell, fastapi==X, starlette==X, --tag T or --all")
     folder = Path(args.results)
-    summary = sweep.sweep(cells, folder, jobs=args.jobs, force=args.force)
+    summary = sweep.sweep(cells, folder, jobs=args.jobs, force=args.force,
+                          discard_unmeasured=args.discard_unmeasured_evidence)
     if len(cells) <= 3:
         for cell in cells:
             if cell["id"] in summary.busy:

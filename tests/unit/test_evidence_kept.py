@@ -105,3 +105,20 @@ def test_a_shard_merge_keeps_wire_evidence_the_shard_did_not_measure(fake_runs, 
     assert counts["unchanged"] == len(CELLS)
     for c in CELLS:
         assert (into / f"{c['id']}.json").read_text() == before[c["id"]]
+
+
+def test_the_cli_keeps_wire_unless_told_by_name(fake_runs, tmp_path, monkeypatch):
+    from bgmatrix import cli
+    from bgmatrix.plan import store
+
+    monkeypatch.setattr(runner, "current_methods", lambda: {"wire": "w1"})
+    cell = next(c for c in store.load_cells() if c["kind"] == "fastapi")
+    path = tmp_path / f"{cell['id']}.json"
+    seeded = runner.run_cell(cell)
+    results.write(path, dict(seeded, wire=wire_section("w1")))
+    before = wire_of(path)
+    assert cli.main(["run", cell["id"], "--force", "--results", str(tmp_path)]) == 0
+    assert wire_of(path) == before
+    assert cli.main(["run", cell["id"], "--force", "--results", str(tmp_path),
+                     "--discard-unmeasured-evidence"]) == 0
+    assert "wire" not in json.loads(path.read_text())
