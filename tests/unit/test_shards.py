@@ -81,6 +81,7 @@ def test_a_cell_in_two_folders_is_refused(plan_file, fake_runs, tmp_path, capsys
     twin = tmp_path / "s3"
     twin.mkdir()
     (twin / f"{SHARD_1[0]}.json").write_bytes((s1 / f"{SHARD_1[0]}.json").read_bytes())
+    shutil.copytree(s1 / "evidence", twin / "evidence")  # a shard carries its evidence
     into = tmp_path / "results"
     into.mkdir()
     capsys.readouterr()
@@ -98,7 +99,7 @@ def test_an_invalid_file_is_refused_naming_it_and_why(plan_file, fake_runs, tmp_
     stray = s2 / "fa-9.9.9_st-1.0.0_py3.8.json"  # valid, but no such cell is planned
     data = sample("fa-9.9.9_st-1.0.0_py3.8")
     data["cell"].update(fastapi="9.9.9", python="3.8")
-    stray.write_text(json.dumps(data))
+    results.write(stray, data)  # stored with its evidence, as a shard writes it
     capsys.readouterr()
     into = tmp_path / "results"
     assert shards_main(plan_file, "merge", str(s1), str(s2), "--into", str(into)) == 2
