@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from bgmatrix.errors import (
     INTERRUPTED,
@@ -25,6 +25,9 @@ from bgmatrix.errors import (
     UsageError,
     problem_lines,
 )
+
+if TYPE_CHECKING:  # the verbs import their modules lazily: `bgmatrix --help` stays fast
+    from bgmatrix.results import Result
 
 #: verb -> (module with add_arguments/command, one-line help). In the order --help lists them.
 VERBS: dict[str, tuple[str, str]] = {
@@ -139,7 +142,7 @@ def clause_order(clause_id: str) -> tuple:
     return (prefix, int(number)) if number.isdigit() else (clause_id, -1)
 
 
-def describe(result: dict) -> str:
+def describe(result: Result) -> str:
     """A cell's verdicts as a reader of h2spec would expect: clause, verdict, what was seen,
     and for n/a the reason the release lacks the feature."""
     cell = result["cell"]
@@ -147,11 +150,11 @@ def describe(result: dict) -> str:
     head = (f"{cell['id']}: {result['state']} — fastapi {cell['fastapi']}, starlette "
             f"{cell['starlette']}, python {python}")
     lines = [head]
-    if result.get("message"):
+    if result["message"]:
         lines.append("  " + result["message"].splitlines()[-1][:300])
     for cid in sorted(result["clauses"], key=clause_order):
         v = result["clauses"][cid]
-        seen = v.get("reason") if v["verdict"] == "n/a" and v.get("reason") else v["label"]
+        seen = v.get("reason") or v["label"] if v["verdict"] == "n/a" else v["label"]
         lines.append(f"  {cid:<10} {v['verdict']:<14} {seen[:90]}")
     return "\n".join(lines)
 

@@ -22,7 +22,8 @@ and keeps its traceback.
     ├── CandidateError               a candidate build cannot be made    (bgmatrix.run.candidates)
     ├── ShardError                   a shard cannot be chosen or grouped     (bgmatrix.run.shards)
     │   └── MergeRefused             shard folders cannot be published; one line per problem
-    └── ReportError                  the inputs cannot make a site             (bgmatrix.site.model)
+    ├── ReportError                  the inputs cannot make a site             (bgmatrix.site.model)
+    └── RegressionError              candidates/regression.json is broken (bgmatrix.site.regression)
 
 Classes are defined where they are raised (and stay importable there); the ones every layer
 shares are defined here. This module is stdlib-only and imports nothing from bgmatrix, so any

@@ -16,18 +16,14 @@ import hashlib
 import json
 import os
 import tempfile
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
+from bgmatrix import schemas
 from bgmatrix.errors import BgmatrixError
-from bgmatrix.spec import ROOT
 
 HASH_LENGTH = 16
 FOLDER = "evidence"
-SCHEMA_PATH = ROOT / "schema" / "evidence.schema.json"
 
 
 class EvidenceError(BgmatrixError):
@@ -45,11 +41,6 @@ def digest(obj: Any) -> str:
 def dumps(obj: Any) -> str:
     """The stored form: indented so that an object reads well where people browse files."""
     return json.dumps(obj, sort_keys=True, ensure_ascii=True, indent=1) + "\n"
-
-
-@cache
-def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 class Store:
@@ -127,14 +118,8 @@ def _create(path: Path, text: str) -> None:
         raise
 
 
-@cache
-def _validator(kind: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/{kind}", "$defs": schema()["$defs"]})
-
-
 def validate(obj: Any, kind: str, where: str) -> None:
-    """Check one evidence object of ``kind`` (a ``$defs`` name of the schema)."""
-    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(obj))
-    if error is not None:
-        at = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        raise EvidenceError(f"{where}: {kind}: {at}: {error.message[:300]}")
+    """Check one evidence object of ``kind`` (a ``$defs`` name of schema/evidence.schema.json)."""
+    found = schemas.problem(obj, "evidence", kind)
+    if found is not None:
+        raise EvidenceError(f"{where}: {kind}: {found}")

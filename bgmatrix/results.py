@@ -26,13 +26,10 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, TypedDict, cast
 
-import jsonschema
-
-from bgmatrix import evidence
+from bgmatrix import evidence, schemas
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.spec import ROOT, Clause
 
@@ -50,18 +47,77 @@ CELL_OBSERVATIONS = ("framework",)
 _FROM_CELL = "cell"  # a test record's observation that lives in the cell's ``observed``
 
 
+class CellOfResult(TypedDict):
+    """The cell a result was measured in (schema/result.schema.json ``cell``)."""
+
+    id: str
+    kind: Literal["fastapi", "starlette", "candidate"]
+    fastapi: Optional[str]
+    starlette: Optional[str]
+    python: str
+    cutoff: Optional[str]
+    in_declared_range: Optional[bool]
+    candidate: Optional[str]
+
+
+class _Reason(TypedDict, total=False):
+    reason: str  # why n/a (or why a clause has no verdict)
+    tests: list[str]  # the tests that graded it: in the full form only
+
+
+class ClauseOutcome(_Reason):
+    """One clause's outcome in a cell: the line a reader diffs."""
+
+    verdict: str  # conforms | deviates | n/a | timeout | harness-error
+    label: str
+
+
+class TestRecord(TypedDict):
+    """One test's record in the full form (schema/evidence.schema.json ``test_record_full``)."""
+
+    test: str
+    clauses: list[str]
+    outcome: Literal["ok", "timeout", "harness-error"]
+    error: Optional[str]
+    observations: dict[str, Any]
+    verdicts: dict[str, dict[str, str]]
+
+
+class _Sources(TypedDict, total=False):
+    wire: dict[str, Any]  # evidence measured apart from the raw suite (SOURCES)
+    observed: dict[str, Any]  # the stored form's cell-level observations
+
+
+class Result(_Sources):
+    """A result in the full form: what the runner produces, `load` returns, the site reads."""
+
+    schema_version: int
+    cell: CellOfResult
+    state: str  # ok | install-error | no-interpreter | import-error | harness-error | timeout
+    message: Optional[str]
+    provenance: dict[str, Any]
+    clauses: dict[str, ClauseOutcome]
+    tests: list[TestRecord]
+
+
+class StoredResult(_Sources):
+    """A result as its file holds it: ``tests`` names the test set by hash."""
+
+    schema_version: int
+    cell: CellOfResult
+    state: str
+    message: Optional[str]
+    provenance: dict[str, Any]
+    clauses: dict[str, ClauseOutcome]
+    tests: Optional[str]
+
+
 class ResultError(BgmatrixError):
     """A result file is missing, corrupt, of another schema, or contradicts itself."""
 
 
-@cache
 def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-@cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema())
+    return schemas.load("result")
 
 
 def _check(data: object, where: str) -> dict:
@@ -70,10 +126,9 @@ def _check(data: object, where: str) -> dict:
             f"{where}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
             " (python scripts/convert_results_v1.py upgrades version-1 folders)"
         )
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
-    if error is not None:
-        at = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        raise ResultError(f"{where}: {at}: {error.message[:300]}")
+    found = schemas.problem(data, "result")
+    if found is not None:
+        raise ResultError(f"{where}: {found}")
     return data  # type: ignore[return-value]
 
 
@@ -84,7 +139,7 @@ def is_stored(data: Mapping) -> bool:
 def validate(data: Any, where: str) -> dict:
     """Check a result in either form; raise one line naming ``where`` and the problem."""
     if isinstance(data, dict) and not is_stored(data):
-        _check(compact(data, evidence.Store(Path(".")), write=False), where)
+        _check(compact(cast(Result, data), evidence.Store(Path(".")), write=False), where)
         try:
             for record in data["tests"]:
                 evidence.validate(record, "test_record_full", where)
@@ -97,7 +152,7 @@ def validate(data: Any, where: str) -> dict:
 # --- the two forms -------------------------------------------------------------------------
 
 
-def compact(full: Mapping, store: evidence.Store, write: bool = True) -> dict:
+def compact(full: Result, store: evidence.Store, write: bool = True) -> StoredResult:
     """The stored form of ``full``; its evidence goes into ``store`` (unless ``write=False``)."""
     out = {k: v for k, v in full.items() if k not in ("tests", "clauses", "wire")}
     out["clauses"] = {
@@ -128,10 +183,10 @@ def compact(full: Mapping, store: evidence.Store, write: bool = True) -> dict:
             for cid, entry in full["wire"]["clauses"].items()
         }
         out["wire"] = wire
-    return out
+    return cast(StoredResult, out)
 
 
-def expand(stored: Mapping, store: evidence.Store, where: str = "") -> dict:
+def expand(stored: StoredResult, store: evidence.Store, where: str = "") -> Result:
     """The full form of a stored result, every evidence object checked against its hash."""
     try:
         return _expand(stored, store, where)
@@ -139,7 +194,7 @@ def expand(stored: Mapping, store: evidence.Store, where: str = "") -> dict:
         raise ResultError(f"{where}: {exc}") from None
 
 
-def _expand(stored: Mapping, store: evidence.Store, where: str) -> dict:
+def _expand(stored: StoredResult, store: evidence.Store, where: str) -> Result:
     full = {k: v for k, v in stored.items() if k not in ("tests", "observed", "clauses")}
     observed = stored.get("observed", {})
     records = []
@@ -168,7 +223,7 @@ def _expand(stored: Mapping, store: evidence.Store, where: str) -> dict:
             for cid, entry in stored["wire"]["clauses"].items()
         }
         full["wire"] = wire
-    return full
+    return cast(Result, full)
 
 
 # --- text ----------------------------------------------------------------------------------
@@ -206,7 +261,7 @@ def _format(value: Any, depth: int, key: str | None) -> str:
 
 def write(
     path: Path,
-    result: Mapping,
+    result: Result | StoredResult,
     current_methods: Mapping[str, str] | None = None,
     discard_unmeasured: bool = False,
 ) -> bool:
@@ -218,14 +273,15 @@ def write(
     """
     path = Path(path)
     store = evidence.Store(path.parent)
-    stored = dict(result) if is_stored(result) else compact(result, store, write=False)
+    full = None if is_stored(result) else cast(Result, result)
+    stored = cast(StoredResult, dict(result)) if full is None else compact(full, store, write=False)
     if not discard_unmeasured:
         stored = carry_over(stored, _previous(path), current_methods or {})
     where = str(path)
     _check(stored, where)
-    if not is_stored(result):
-        validate(result, where)
-        compact(result, store)  # evidence first: a result never names a missing object
+    if full is not None:
+        validate(full, where)
+        compact(full, store)  # evidence first: a result never names a missing object
     text = dumps(stored)
     try:
         if path.read_text(encoding="utf-8") == text:
@@ -236,7 +292,7 @@ def write(
     return True
 
 
-def _previous(path: Path) -> dict | None:
+def _previous(path: Path) -> Mapping[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return _check(data, str(path))
@@ -244,7 +300,8 @@ def _previous(path: Path) -> dict | None:
         return None  # nothing readable to keep
 
 
-def carry_over(stored: dict, previous: Mapping | None, current_methods: Mapping[str, str]) -> dict:
+def carry_over(stored: StoredResult, previous: Mapping[str, Any] | None,
+               current_methods: Mapping[str, str]) -> StoredResult:
     """``stored`` plus every evidence source of ``previous`` it did not re-measure."""
     if previous is None or previous.get("cell", {}).get("id") != stored["cell"]["id"]:
         return stored
@@ -261,7 +318,7 @@ def carry_over(stored: dict, previous: Mapping | None, current_methods: Mapping[
         elif now is not None:
             kept.pop("stale", None)
         out[source] = kept
-    return out
+    return cast(StoredResult, out)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -279,7 +336,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def load_stored(path: Path) -> dict:
+def load_stored(path: Path) -> StoredResult:
     """Read and validate one result file as stored; its cell id must match its file name."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -294,10 +351,10 @@ def load_stored(path: Path) -> dict:
         raise ResultError(
             f"{path}: its cell id {data['cell']['id']!r} contradicts its file name"
         )
-    return data
+    return cast(StoredResult, data)
 
 
-def load(path: Path, store: evidence.Store | None = None) -> dict:
+def load(path: Path, store: evidence.Store | None = None) -> Result:
     """Read, validate and expand one result file (the full form)."""
     path = Path(path)
     stored = load_stored(path)
@@ -310,9 +367,9 @@ def result_paths(folder: Path) -> list[Path]:
             if not p.name.startswith(".") and p.name != "run.json"]
 
 
-def load_all(folder: Path = RESULTS_DIR) -> tuple[dict[str, dict], list[str]]:
+def load_all(folder: Path = RESULTS_DIR) -> tuple[dict[str, Result], list[str]]:
     """Every result in ``folder`` by cell id, and a one-line error for each invalid file."""
-    found: dict[str, dict] = {}
+    found: dict[str, Result] = {}
     errors: list[str] = []
     store = evidence.Store(Path(folder))
     for path in result_paths(folder):
@@ -352,7 +409,7 @@ def collect_garbage(folder: Path) -> int:
 
 def aggregate(
     records: Iterable[dict], clauses: Iterable[Clause], kind: str
-) -> dict[str, dict]:
+) -> dict[str, ClauseOutcome]:
     """One verdict per clause from the tests that graded it.
 
     The worst outcome wins: a harness error or timeout in any test of a clause makes the
@@ -391,4 +448,4 @@ def aggregate(
         else:
             entry["verdict"] = "conforms"
         out[clause.id] = entry
-    return out
+    return cast(dict[str, ClauseOutcome], out)

@@ -16,22 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from functools import cache
 from pathlib import Path
+from typing import Any
 
-import jsonschema
-
-from bgmatrix import __version__
+from bgmatrix import __version__, schemas
 from bgmatrix.results import RESULTS_DIR, ResultError, load_all, write_text_atomic
-from bgmatrix.spec import ROOT
 
 HASH_LENGTH = 7  # as short as git's own abbreviations: enough for a few thousand snapshots
 RUN_RECORD = "run.json"
-RUN_SCHEMA_PATH = ROOT / "schema" / "run.schema.json"
 
 
-def content_hash(found: dict[str, dict]) -> str:
+def content_hash(found: Mapping[str, Any]) -> str:
     """SHA-256 over each result's canonical JSON in cell-id order (full form: sorted keys,
     ASCII, compact), so it depends on neither file order, formatting nor folder."""
     digest = hashlib.sha256()
@@ -44,7 +41,7 @@ def content_hash(found: dict[str, dict]) -> str:
     return digest.hexdigest()
 
 
-def snapshot_id_of(found: dict[str, dict], run: dict | None = None) -> str:
+def snapshot_id_of(found: Mapping[str, Any], run: Mapping[str, Any] | None = None) -> str:
     """``<date of the run record>-<7 hex of the content hash>``; ``undated`` without one."""
     date = (run or {}).get("date") or "undated"
     return f"{date}-{content_hash(found)[:HASH_LENGTH]}"
@@ -53,11 +50,6 @@ def snapshot_id_of(found: dict[str, dict], run: dict | None = None) -> str:
 def snapshot_id(results_dir: Path = RESULTS_DIR) -> str:
     """The snapshot id of the valid results in ``results_dir``."""
     return snapshot_id_of(load_all(Path(results_dir))[0], read_run(Path(results_dir)))
-
-
-@cache
-def _run_schema() -> dict:
-    return json.loads(RUN_SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def read_run(results_dir: Path) -> dict | None:
@@ -69,10 +61,9 @@ def read_run(results_dir: Path) -> dict | None:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ResultError(f"{path}: unreadable run record ({exc})") from None
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(_run_schema()).iter_errors(data))
-    if error is not None:
-        raise ResultError(f"{path}: {error.message[:300]}")
+    found = schemas.problem(data, "run")
+    if found is not None:
+        raise ResultError(f"{path}: {found}")
     return data
 
 

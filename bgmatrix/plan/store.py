@@ -89,7 +89,7 @@ def load_plan(path: os.PathLike | str = PLAN_PATH) -> dict[str, Any]:
     return plan
 
 
-def load_cells(path: os.PathLike | str = PLAN_PATH) -> list[dict]:
+def load_cells(path: os.PathLike | str = PLAN_PATH) -> list[Cell]:
     """The plan's cells, in plan order (kind, FastAPI, Starlette, Python)."""
     return load_plan(path)["cells"]
 
@@ -214,23 +214,28 @@ def version_key(version: str) -> tuple:
     return (numbers, rank, rest)
 
 
+def _release(cell: Cell, name: str) -> Optional[str]:
+    """The cell's ``name`` release (fastapi or starlette); a Starlette release's own cells
+    only, not the FastAPI cells that happen to use it."""
+    if name == "fastapi":
+        return cell["fastapi"]
+    return cell["starlette"] if cell["kind"] == "starlette" else None
+
+
 def select(
-    cells: Sequence[dict], targets: Sequence[str], tags: Sequence[str], everything: bool = False
-) -> list[dict]:
+    cells: Sequence[Cell], targets: Sequence[str], tags: Sequence[str], everything: bool = False
+) -> list[Cell]:
     """Cells named by id, by ``fastapi==X`` / ``starlette==X``, or carrying every tag.
 
     An unknown cell, release or tag is a UsageError naming what is planned.
     """
-    chosen: list[dict] = list(cells) if everything else []
+    chosen: list[Cell] = list(cells) if everything else []
     for target in targets:
         name, sep, version = target.partition("==")
         if sep and name in ("fastapi", "starlette"):
-            hits = [c for c in cells if c.get(name) == version and
-                    (name == "fastapi" or c["kind"] == "starlette")]
+            hits = [c for c in cells if _release(c, name) == version]
             if not hits:
-                known = sorted({c[name] for c in cells if c.get(name) and
-                                (name == "fastapi" or c["kind"] == "starlette")},
-                               key=version_key)
+                known = sorted({v for c in cells if (v := _release(c, name))}, key=version_key)
                 span = f"{known[0]} … {known[-1]}" if known else "none"
                 raise UsageError(
                     f"{name} {version} is not a planned release (planned: {span}); "

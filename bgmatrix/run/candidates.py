@@ -33,9 +33,10 @@ import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import tomllib  # stdlib since 3.11; ruff, set to the suite's 3.8, files it here
@@ -48,7 +49,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from bgmatrix import results, spec
+from bgmatrix import results, schemas, spec
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.plan import index, store
 from bgmatrix.run import interpreters, runner
@@ -426,7 +427,7 @@ def candidate_cell(build_: Build, base: Base) -> dict:
     }
 
 
-def run(target: str | Build, results_dir: Path = results.RESULTS_DIR) -> dict:
+def run(target: str | Build, results_dir: Path = results.RESULTS_DIR) -> results.Result:
     """Run the spec suite on a candidate (by name) or any build; write and return the result."""
     base = base_release()
     build_ = target if isinstance(target, Build) else resolve(target, base)
@@ -442,7 +443,7 @@ def requirement_ids() -> list[str]:
     return [c.id for c in spec.load() if c.id.startswith("RES-")]
 
 
-def describe(result: dict) -> str:
+def describe(result: Mapping[str, Any]) -> str:
     """A candidate's verdict per RES requirement, then the cases the requirements rest on."""
     c = result["cell"]
     lines = [f"{c['id']} ({c['candidate']}): {result['state']} — fastapi {c['fastapi']}, "
@@ -695,6 +696,9 @@ def write_regression(report: dict, path: Path = REGRESSION_PATH) -> None:
     if same:
         report["with_patch"] = {**old.get("with_patch", {}), **report["with_patch"]}
     report["with_patch"] = dict(sorted(report["with_patch"].items()))
+    found = schemas.problem(report, "regression")
+    if found is not None:  # never commit a record the site would refuse
+        raise CandidateError(f"regression record: {found}")
     results.write_text_atomic(path, json.dumps(report, indent=1, sort_keys=True) + "\n")
 
 

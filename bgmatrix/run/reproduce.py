@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from bgmatrix import results
 from bgmatrix.errors import UsageError
@@ -27,21 +29,16 @@ from bgmatrix.run import runner, sweep
 NOT_RUN = ("no-interpreter",)  # cell states that say nothing about the release
 
 
-def differences(committed: dict, fresh: dict) -> list[str]:
+def differences(committed: results.Result, fresh: results.Result) -> list[str]:
     """What differs between two expanded results, as short phrases (empty: they agree)."""
     if committed["state"] != fresh["state"]:
         return [f"state {committed['state']} -> {fresh['state']}"]
     found = []
-    old, new = committed.get("clauses") or {}, fresh.get("clauses") or {}
-    changed = sorted(
-        (c for c in set(old) | set(new)
-         if (old.get(c) or {}).get("verdict") != (new.get(c) or {}).get("verdict")
-         or (old.get(c) or {}).get("label") != (new.get(c) or {}).get("label")),
-        key=_clause_order,
-    )
+    old, new = committed["clauses"], fresh["clauses"]
+    changed = sorted((c for c in set(old) | set(new)
+                      if _outcome(old.get(c)) != _outcome(new.get(c))), key=_clause_order)
     for cid in changed:
-        before, after = old.get(cid) or {}, new.get(cid) or {}
-        found.append(f"{cid} {_outcome(before)} -> {_outcome(after)}")
+        found.append(f"{cid} {_outcome(old.get(cid))} -> {_outcome(new.get(cid))}")
     old_tests = {t["test"]: t for t in committed.get("tests") or []}
     new_tests = {t["test"]: t for t in fresh.get("tests") or []}
     tests = sorted(t for t in set(old_tests) | set(new_tests)
@@ -52,8 +49,8 @@ def differences(committed: dict, fresh: dict) -> list[str]:
     return found
 
 
-def _outcome(verdict: dict) -> str:
-    return f"{verdict['verdict']}·{verdict.get('label', '')}" if verdict else "absent"
+def _outcome(verdict: results.ClauseOutcome | None) -> str:
+    return f"{verdict['verdict']}·{verdict['label']}" if verdict else "absent"
 
 
 def _clause_order(cid: str) -> tuple:
@@ -61,7 +58,7 @@ def _clause_order(cid: str) -> tuple:
     return (prefix, int(number)) if number.isdigit() else (cid, -1)
 
 
-def reproduce(cells: list[dict], committed_dir: Path, scratch: Path, jobs: int,
+def reproduce(cells: Sequence[Mapping[str, Any]], committed_dir: Path, scratch: Path, jobs: int,
               ) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
     """Run ``cells`` into ``scratch``; return (reproduced ids, differing id -> what, not run
     id -> why)."""

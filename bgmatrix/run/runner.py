@@ -14,8 +14,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 from bgmatrix import paths, results, spec
 from bgmatrix.run import interpreters
@@ -71,7 +73,7 @@ def uv_version() -> str:
     return _run([_uv(), "--version"], timeout=30)[1].strip().removeprefix("uv ")
 
 
-def requirements(cell: dict) -> list[str]:
+def requirements(cell: Mapping[str, Any]) -> list[str]:
     reqs = []
     if cell.get("fastapi"):
         reqs.append(f"fastapi=={cell['fastapi']}")
@@ -80,7 +82,7 @@ def requirements(cell: dict) -> list[str]:
     return reqs
 
 
-def build_env(cell: dict, env_dir: Path, install: list[str] | None = None) -> Path:
+def build_env(cell: Mapping[str, Any], env_dir: Path, install: list[str] | None = None) -> Path:
     """Create ``env_dir`` for ``cell`` and return its interpreter.
 
     The pair is installed with every other package resolved as of the cell's cutoff (the pair
@@ -168,7 +170,7 @@ _PROBE = (
 )
 
 
-def probe(python: Path, cell: dict) -> dict:
+def probe(python: Path, cell: Mapping[str, Any]) -> dict:
     """Import the framework alone, to tell an import-error from a broken suite run."""
     # starlette.applications, not just the package: some releases (0.10.x) fail there without
     # an optional dependency, which no application can get past.
@@ -200,7 +202,9 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_suite(python: Path, cell: dict, out_file: Path) -> tuple[int, list[dict], dict]:
+def run_suite(
+    python: Path, cell: Mapping[str, Any], out_file: Path
+) -> tuple[int, list[dict], dict]:
     """Run tests/spec in the cell; return pytest's exit code, the records and the session."""
     out_file.unlink(missing_ok=True)
     env = child_env(BGMATRIX_KIND=cell["kind"])
@@ -228,12 +232,12 @@ def run_suite(python: Path, cell: dict, out_file: Path) -> tuple[int, list[dict]
 
 
 def result_for(
-    cell: dict,
+    cell: Mapping[str, Any],
     state: str,
     message: str | None,
     provenance: dict,
     records: list[dict] | None = None,
-) -> dict:
+) -> results.Result:
     records = sorted(records or [], key=lambda r: r["test"])
     kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
     return {
@@ -253,7 +257,7 @@ def result_for(
         "provenance": provenance,
         "clauses": results.aggregate(records, spec.load(), kind) if state == "ok" or records
         else {},
-        "tests": records,
+        "tests": cast(list[results.TestRecord], records),
     }
 
 
@@ -284,7 +288,8 @@ def implementation(exe: str) -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | None = None) -> dict:
+def run_cell(cell: Mapping[str, Any], install: list[str] | None = None,
+             wire_mode: bool | None = None) -> results.Result:
     """Run one cell end to end and return its (validated) result; never raises CellError.
 
     With ``wire_mode`` (default: BGMATRIX_WIRE=1) the cell's apps are also observed through a
@@ -304,7 +309,7 @@ def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | Non
         if wire_mode:
             from bgmatrix.run import wire  # imported here: only wire mode needs httpx
 
-            observed = wire.observe(python, cell)
+            observed = wire.observe(python, dict(cell))
         if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)
             probe(python, cell)  # a release that cannot even be imported is an import-error
         provenance.update(
@@ -324,7 +329,8 @@ def run_cell(cell: dict, install: list[str] | None = None, wire_mode: bool | Non
         result = result_for(cell, exc.state, exc.message, provenance)
     finally:
         shutil.rmtree(env_dir, ignore_errors=True)
-    return results.validate(result, cell["id"])
+    results.validate(result, cell["id"])
+    return result
 
 
 def _suite_state(rc: int, records: list[dict], session: dict) -> tuple[str, str | None]:

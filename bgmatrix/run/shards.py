@@ -20,9 +20,10 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from bgmatrix import results, snapshot
 from bgmatrix.errors import BgmatrixError
@@ -47,7 +48,7 @@ class ShardError(BgmatrixError):
 # ---------------------------------------------------------------------------- choosing
 
 
-def shard_of(cell: dict) -> int | None:
+def shard_of(cell: Mapping[str, Any]) -> int | None:
     """K of the cell's ``shard-K`` tag, or None for a cell (or session) without one."""
     for tag in cell.get("tags") or ():
         match = _SHARD_TAG.match(tag)
@@ -56,12 +57,12 @@ def shard_of(cell: dict) -> int | None:
     return None
 
 
-def shard_count(cells: Sequence[dict]) -> int:
+def shard_count(cells: Sequence[Mapping[str, Any]]) -> int:
     """How many shards the plan's tags split the cells into (0 when untagged)."""
     return max((shard_of(c) or 0 for c in cells), default=0)
 
 
-def cells_for_shard(cells: Sequence[dict], k: int, n: int) -> list[dict]:
+def cells_for_shard(cells: Sequence[store.Cell], k: int, n: int) -> list[store.Cell]:
     """The cells of shard ``k`` (1-based) of ``n``, in plan order.
 
     With the plan's own shard count the shard-K tags decide, so ``run K N`` locally runs
@@ -128,7 +129,7 @@ def merge_problems(folders: Sequence[Path], expected: Sequence[str]) -> tuple[di
     caller that finds problems can refuse without having touched anything.
     """
     wanted = set(expected)
-    found: dict[str, dict] = {}
+    found: dict[str, results.Result] = {}
     where: dict[str, Path] = {}
     problems: list[str] = []
     for folder in folders:

@@ -14,11 +14,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bgmatrix import results, snapshot, spec
 from bgmatrix.run import runner
@@ -26,7 +27,7 @@ from bgmatrix.run import runner
 _KEY = ("id", "kind", "fastapi", "starlette", "python", "cutoff")
 
 
-def is_current(existing: dict | None, cell: dict) -> bool:
+def is_current(existing: results.StoredResult | None, cell: Mapping[str, Any]) -> bool:
     if existing is None or existing["state"] == "no-interpreter":
         return False  # an interpreter may have been installed since: cheap to ask again
     prov = existing["provenance"]
@@ -69,7 +70,7 @@ class _Lock:
         os.close(self.fd)
 
 
-def _existing(path: Path) -> dict | None:
+def _existing(path: Path) -> results.StoredResult | None:
     try:
         return results.load_stored(path)  # the evidence is not needed to tell what is current
     except results.ResultError:
@@ -77,7 +78,7 @@ def _existing(path: Path) -> dict | None:
 
 
 def sweep(
-    cells: list[dict],
+    cells: Sequence[Mapping[str, Any]],
     results_dir: Path = results.RESULTS_DIR,
     jobs: int = os.cpu_count() or 2,
     force: bool = False,
@@ -106,7 +107,7 @@ def sweep(
         return summary
     locks = runner.WORK_DIR / "locks"
     started = time.monotonic()
-    pending: dict[Future, dict] = {}
+    pending: dict[Future, Mapping[str, Any]] = {}
     queue = list(todo)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
@@ -149,7 +150,7 @@ _stopping = threading.Event()
 _discard_unmeasured = threading.Event()
 
 
-def _run_locked(cell: dict, results_dir: Path, locks: Path, force: bool) -> str:
+def _run_locked(cell: Mapping[str, Any], results_dir: Path, locks: Path, force: bool) -> str:
     lock = _Lock(locks, cell["id"])
     if not lock.acquire():
         return BUSY  # another sweep is running this cell right now

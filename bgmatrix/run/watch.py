@@ -195,19 +195,19 @@ def compare(cell: dict, previous: Optional[dict], results_dir: Path) -> Comparis
     return comparison
 
 
-def _result(results_dir: Path, cell_id: str) -> Optional[dict]:
+def _result(results_dir: Path, cell_id: str) -> Optional[results.Result]:
     path = results_dir / f"{cell_id}.json"
     return results.load(path) if path.exists() else None
 
 
-def _outcome(result: dict, clause_id: str) -> str:
+def _outcome(result: results.Result, clause_id: str) -> str:
     entry = result["clauses"].get(clause_id)
     if entry is None:
         return "not measured"
     return f"{entry['verdict']} · {_code(entry['label'])}"
 
 
-def _state(result: dict) -> str:
+def _state(result: results.Result) -> str:
     message = (result.get("message") or "").strip().splitlines()
     detail = f" ({_escape(message[-1][:120])})" if message else ""
     return f"{result['state']}{detail}"

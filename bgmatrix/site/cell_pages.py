@@ -9,10 +9,13 @@ by the templates (``render``); the raw result, linked from the page, keeps every
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from markupsafe import Markup
 
 from bgmatrix import vocabulary
+from bgmatrix.results import Result
 from bgmatrix.site import cite, model
 from bgmatrix.site.markup import clean
 from bgmatrix.site.pages import NO_RESULTS, SEARCH_EXCLUDED
@@ -109,7 +112,7 @@ def observation_text(key: str, value: object) -> list[str]:
     return out + _indented(data, 4000)
 
 
-def evidence_text(test: dict) -> str:
+def evidence_text(test: Mapping[str, Any]) -> str:
     out = [f"outcome: {clean(test['outcome'], 40)}"]
     for cid, v in test["verdicts"].items():
         v = v if isinstance(v, dict) else {}
@@ -124,7 +127,7 @@ def evidence_text(test: dict) -> str:
     return "\n".join(out)
 
 
-def cell_page(snapshot: model.Snapshot, result: dict) -> str:
+def cell_page(snapshot: model.Snapshot, result: Result) -> str:
     root = "../"
     cell, prov = result["cell"], result["provenance"]
     lines = [SEARCH_EXCLUDED + f"# {safe_title(cell)}", ""]
@@ -210,7 +213,7 @@ def cell_page(snapshot: model.Snapshot, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def wire_section(root: str, result: dict) -> list[str]:
+def wire_section(root: str, result: Result) -> list[str]:
     """Raw-ASGI and wire (a real server and client) evidence side by side, disagreements
     flagged: the second source confirms or qualifies the first, clause by clause."""
     wire = result["wire"]
@@ -224,7 +227,7 @@ def wire_section(root: str, result: dict) -> list[str]:
     differ = {d["clause"]: d for d in vocabulary.disagreements(result["clauses"], wire["clauses"])}
     rows = []
     for cid, entry in sorted(wire["clauses"].items()):
-        mine = result["clauses"].get(cid, {})
+        mine: Mapping[str, Any] = result["clauses"].get(cid, {})
         flag = (f"disagree ({differ[cid].get('kind', '')})" if cid in differ
                 else "agree" if mine.get("verdict") == entry["verdict"] else "—")
         rows.append([link(clause_href(root, cid), cid),
@@ -236,7 +239,7 @@ def wire_section(root: str, result: dict) -> list[str]:
     return lines
 
 
-def _verdict_row(clause_html: Markup, entry: dict, tests_html: Markup) -> tuple:
+def _verdict_row(clause_html: Markup, entry: Mapping[str, Any], tests_html: Markup) -> tuple:
     """One row of a cell's verdict table (``verdict_table`` in templates/parts.html): the
     behaviour cell is coloured by its verdict."""
     return (clause_html, entry["verdict"], entry["label"], entry.get("reason") or "", tests_html)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from bgmatrix.errors import UsageError
 from bgmatrix.site import model
@@ -120,7 +121,7 @@ def cell_markdown(snapshot: model.Snapshot, clause_id: str, cell_id: str) -> str
     kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
     same = ""
     if cell["kind"] != "candidate":
-        version = cell[kind]
+        version = cell["starlette"] if kind == "starlette" else cell["fastapi"]
         for run in snapshot.timeline(clause_id, kind).runs:
             if version in run.releases and len(run.releases) > 1 and run.measured:
                 same = f"; same behaviour in {span_text(snapshot, run, kind)}"
@@ -140,7 +141,7 @@ def _quote(lines: list[str]) -> str:
                      for i, line in enumerate(lines))
 
 
-def cell_title(cell: dict) -> str:
+def cell_title(cell: Mapping[str, Any]) -> str:
     """``FastAPI 0.106.0 + Starlette 0.27.0 on Python 3.8`` (versions are schema-checked)."""
     parts = []
     if cell["kind"] == "candidate":
@@ -152,7 +153,7 @@ def cell_title(cell: dict) -> str:
     return " + ".join(parts) + f" on Python {cell['python']}"
 
 
-def default_clause(snapshot: model.Snapshot, result: dict) -> str:
+def default_clause(snapshot: model.Snapshot, result: Mapping[str, Any]) -> str:
     """The clause a cell page cites: the conflict, or for a pure Starlette cell the first
     Starlette-level clause it measured."""
     if result["cell"]["kind"] != "starlette" and model.CONFLICT_CLAUSE in snapshot.clause_by_id:

@@ -12,6 +12,7 @@ from collections import Counter
 
 from markupsafe import Markup
 
+from bgmatrix.results import Result
 from bgmatrix.site import model
 from bgmatrix.site.markup import clean
 from bgmatrix.site.render import part, verdict_class
@@ -78,10 +79,10 @@ def outcome_codes(outcomes: list[model.Outcome]) -> dict[model.Outcome, str]:
     return codes
 
 
-def _sections(snapshot: model.Snapshot) -> list[tuple[str, str, list[dict]]]:
+def _sections(snapshot: model.Snapshot) -> list[tuple[str, str, list[Result]]]:
     """(key, title, cells): one section per Starlette line for FastAPI cells, then the pure
     Starlette cells, then the candidates."""
-    lines: dict[str, list[dict]] = {}
+    lines: dict[str, list[Result]] = {}
     for result in snapshot.cells("fastapi"):
         lines.setdefault(clean(model.line_of(result["cell"]["starlette"]), 40), []).append(result)
     out = [

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
 from bgmatrix import evidence, paths, results, spec, vocabulary
 from bgmatrix.errors import BgmatrixError
+from bgmatrix.results import Result
 from bgmatrix.snapshot import read_run, snapshot_id_of
 from bgmatrix.spec import ROOT, Clause
 
@@ -63,7 +65,7 @@ def clean_version(version: str) -> str:
     return re.sub(r"[^0-9A-Za-z.+-]", "?", version)[:40]
 
 
-def outcome(result: dict, clause_id: str) -> Outcome:
+def outcome(result: Mapping[str, Any], clause_id: str) -> Outcome:
     if result["state"] != "ok":
         return (result["state"], "")
     entry = result["clauses"].get(clause_id)
@@ -82,7 +84,7 @@ def conflict_part(label: str) -> str:
     return match.group(1) if match else label
 
 
-def profile(cell_results: Iterable[dict]) -> str:
+def profile(cell_results: Iterable[Mapping[str, Any]]) -> str:
     """The conformance profile of one release or candidate, from its conflict cases.
 
     ``drop``, ``warn`` or ``merge``; ``mixed`` when the cases span profiles; the label itself
@@ -173,12 +175,12 @@ class Snapshot:
     """Validated results, the spec's clauses and the plan: everything a page is made from."""
 
     clauses: tuple[Clause, ...]
-    results: dict[str, dict]
+    results: dict[str, Result]
     plan: dict
     spec_version: str
     run: dict | None = None  # the results folder's run record: the snapshot's date
     # Memos: every page asks for the same few timelines; results never change once loaded.
-    _by_release: dict[str, dict[str, list[dict]]] = field(default_factory=dict, repr=False)
+    _by_release: dict[str, dict[str, list[Result]]] = field(default_factory=dict, repr=False)
     _timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -190,10 +192,10 @@ class Snapshot:
         return snapshot_id_of(self.results, self.run)
 
     @cached_property
-    def _ordered(self) -> list[dict]:
+    def _ordered(self) -> list[Result]:
         return sorted(self.results.values(), key=cell_sort_key)
 
-    def cells(self, kind: str | None = None) -> list[dict]:
+    def cells(self, kind: str | None = None) -> list[Result]:
         """Results of one kind (or all), in release order, then Starlette, then Python."""
         return [r for r in self._ordered if kind is None or r["cell"]["kind"] == kind]
 
@@ -207,16 +209,20 @@ class Snapshot:
             out[kind] = sorted(versions, key=version_key)
         return out
 
-    def by_release(self, kind: str) -> dict[str, list[dict]]:
+    def by_release(self, kind: str) -> dict[str, list[Result]]:
         """Measured releases of ``kind`` ("fastapi" or "starlette"), in order, with their cells."""
         if kind not in self._by_release:
-            out: dict[str, list[dict]] = {}
+            out: dict[str, list[Result]] = {}
             for result in self.cells(kind):
-                out.setdefault(result["cell"][kind] or "?", []).append(result)
+                cell = result["cell"]
+                version = cell["starlette"] if kind == "starlette" else cell["fastapi"]
+                out.setdefault(version or "?", []).append(result)
             self._by_release[kind] = out
         return self._by_release[kind]
 
-    def release_outcomes(self, cells: Sequence[dict], clause_id: str) -> tuple[Outcome, ...]:
+    def release_outcomes(
+        self, cells: Sequence[Mapping[str, Any]], clause_id: str
+    ) -> tuple[Outcome, ...]:
         """The distinct outcomes of one release's cells; cells that measured win over cells
         whose suite did not run, since a failed install says nothing about the clause."""
         outs = {outcome(r, clause_id) for r in cells}
@@ -295,7 +301,7 @@ def _flips(runs: list[Run]) -> list[tuple[str, tuple[Outcome, ...]]]:
     return flips
 
 
-def cell_sort_key(result: dict) -> tuple:
+def cell_sort_key(result: Mapping[str, Any]) -> tuple:
     cell = result["cell"]
     return (
         KINDS.index(cell["kind"]),
@@ -323,7 +329,9 @@ def _validated_cache() -> Path:
     return paths.WORK_DIR / "report" / "validated.json"
 
 
-def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict], list[str]]:
+def load_results(
+    folder: Path, use_cache: bool = True
+) -> tuple[dict[str, results.Result], list[str]]:
     """``results.load_all``, remembering which exact file contents passed validation.
 
     Schema validation is most of the cost of reading a full matrix, and a result file rarely
@@ -339,7 +347,7 @@ def load_results(folder: Path, use_cache: bool = True) -> tuple[dict[str, dict],
             known = set(json.loads(cache.read_text(encoding="utf-8")).get(schema_key, []))
         except (OSError, ValueError, AttributeError):
             known = set()
-    found: dict[str, dict] = {}
+    found: dict[str, results.Result] = {}
     errors: list[str] = []
     passed: set[str] = set()
     store = evidence.Store(folder)
@@ -404,7 +412,9 @@ def load_snapshot(
 _PLANNED_KEYS = ("kind", "fastapi", "starlette", "python", "cutoff")
 
 
-def plan_contradictions(found: dict[str, dict], plan: dict, folder: Path) -> list[str]:
+def plan_contradictions(
+    found: dict[str, results.Result], plan: dict, folder: Path
+) -> list[str]:
     """Results the plan does not know, or knows with other versions or cutoff: stale data
     (an older plan, a hand-edited file) that must not be published as today's evidence.
     Candidates are built outside the plan and are not checked against it."""

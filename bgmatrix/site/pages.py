@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from markupsafe import Markup
 
 from bgmatrix import vocabulary
+from bgmatrix.results import Result
 from bgmatrix.site import cite, model, regression, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
@@ -292,7 +295,7 @@ def clause_page(
               releases_summary(snapshot, clause, root), "", "## Tests that check it", ""]
     from_results = {
         suite.test_name(t) for r in snapshot.results.values() for t in
-        (r["clauses"].get(clause.id) or {}).get("tests", [])
+        (r["clauses"][clause.id].get("tests", []) if clause.id in r["clauses"] else [])
     }
     defined = suite.defined_tests()
     for file, name in sorted(from_results | set(tests)):
@@ -345,7 +348,7 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
         wire = (result.get("wire") or {}).get("clauses", {}).get(clause.id)
         if wire is None:
             continue
-        mine = result["clauses"].get(clause.id, {})
+        mine: Mapping[str, Any] = result["clauses"].get(clause.id, {})
         differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
         flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
             "agree" if mine.get("verdict") == wire["verdict"] else "—")
@@ -475,7 +478,7 @@ def regression_section(record: regression.Record | None) -> list[str]:
     return lines
 
 
-def _test_index(result: dict, clause_id: str) -> int:
+def _test_index(result: Result, clause_id: str) -> int:
     for i, test in enumerate(result["tests"]):
         if clause_id in test["clauses"]:
             return i

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgmatrix import schemas
+from bgmatrix.errors import BgmatrixError
 from bgmatrix.spec import ROOT
 
 PATH = ROOT / "candidates" / "regression.json"
@@ -29,20 +31,29 @@ class Record:
     patched: list[Run]  # one per candidate, by name
 
 
+class RegressionError(BgmatrixError):
+    """candidates/regression.json exists but is unreadable or not a regression record."""
+
+
 def read(path: Path = PATH) -> Record | None:
-    """The record, or None when there is none yet or it cannot be read."""
+    """The record, or None when there is none yet; a broken one is an error, never a page
+    that silently omits FastAPI's own test counts."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        base, runs = data["without_patch"], data["with_patch"]
-        return Record(
-            fastapi=str(data.get("base", {}).get("fastapi", "?")),
-            base=Run("without a patch", _counts(base), []),
-            patched=[Run(name, _counts(run),
-                         list(run.get("new_failures", [])) + list(run.get("changed", [])))
-                     for name, run in sorted(runs.items())],
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RegressionError(f"{path}: unreadable ({exc})") from None
+    found = schemas.problem(data, "regression")
+    if found is not None:
+        raise RegressionError(f"{path}: {found}")
+    base, runs = data["without_patch"], data["with_patch"]
+    return Record(
+        fastapi=data["base"]["fastapi"],
+        base=Run("without a patch", _counts(base), []),
+        patched=[Run(name, _counts(run), list(run["new_failures"]) + list(run["changed"]))
+                 for name, run in sorted(runs.items())],
+    )
 
 
 def _counts(run: dict) -> dict[str, object]:

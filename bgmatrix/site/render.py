@@ -19,6 +19,7 @@ Macros are called from Python through :func:`part`; each returns ``Markup``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -122,12 +123,12 @@ def link(href: str, text: object, **attrs: object) -> Markup:
     return part("link")(href, text, attrs)
 
 
-def version_text(cell: dict) -> Markup:
+def version_text(cell: Mapping[str, Any]) -> Markup:
     """A cell's versions: ``0.106.0 · st 0.27.0 · py3.8``."""
     return part("version_text")(version_parts(cell))
 
 
-def version_parts(cell: dict) -> list[tuple[str, str, int]]:
+def version_parts(cell: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     """What ``version_text`` shows, as (prefix, value, limit) for the template."""
     parts: list[tuple[str, str, int]] = []
     if cell["kind"] == "candidate":
@@ -140,7 +141,7 @@ def version_parts(cell: dict) -> list[tuple[str, str, int]]:
     return parts
 
 
-def safe_title(cell: dict) -> str:
+def safe_title(cell: Mapping[str, Any]) -> str:
     """A page title from version-like characters only: mkdocs copies the first heading's text,
     unescaped, into ``<title>`` and the header, where no escaping of ours survives."""
     parts = []

@@ -10,9 +10,10 @@ definitions by reading lines: a definition starts at column 0 (``def``, ``async 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from bgmatrix.spec import ROOT
 
@@ -28,7 +29,9 @@ def test_name(nodeid: str) -> tuple[str, str]:
     return Path(file).name, name.split("[", 1)[0]
 
 
-def tests_by_clause(results: Iterable[dict]) -> dict[str, list[tuple[str, str]]]:
+def tests_by_clause(
+    results: Iterable[Mapping[str, Any]]
+) -> dict[str, list[tuple[str, str]]]:
     """clause ID -> [(file name, test function)], from every result's test records."""
     found: dict[str, set[tuple[str, str]]] = {}
     for result in results:

@@ -701,3 +701,21 @@ def test_wire_evidence_kept_from_an_older_method_is_shown_as_stale(tmp_path):
     assert "Stale: measured with wire method old; the method is now new" in cell_page
     assert "stale: the wire method changed since" in page(tmp_path / "gen" / "clauses" /
                                                           "ATTACH-3.md")
+
+
+def test_the_regression_record_is_schema_checked(tmp_path):
+    from bgmatrix.site import regression
+
+    record = regression.read()  # the committed one
+    assert record is not None and record.base.counts["passed"] > 0
+    assert regression.read(tmp_path / "none.json") is None  # none yet: the page says so
+    bad = tmp_path / "regression.json"
+    data = json.loads(regression.PATH.read_text(encoding="utf-8"))
+    del data["without_patch"]["counts"]["passed"]
+    bad.write_text(json.dumps(data))
+    with pytest.raises(regression.RegressionError, match="without_patch/counts") as err:
+        regression.read(bad)
+    assert "\n" not in str(err.value)
+    bad.write_text("{")
+    with pytest.raises(regression.RegressionError, match="unreadable"):
+        regression.read(bad)

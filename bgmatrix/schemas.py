@@ -1,0 +1,46 @@
+"""The JSON Schemas of every committed file kind, in one place: ``schema/<name>.schema.json``.
+
+    plan         matrix/plan.json                 (read by bgmatrix.plan.store, stdlib-only)
+    result       results/<cell>.json              (bgmatrix.results)
+    evidence     results/evidence/<hash>.json     (bgmatrix.evidence; one ``$defs`` kind each)
+    run          results/run.json                 (bgmatrix.snapshot)
+    regression   candidates/regression.json       (bgmatrix.run.candidates, bgmatrix.site)
+
+One validator per schema (or ``$defs`` entry) is built once per process: building one costs
+far more than using it, and a full matrix is checked tens of thousands of times.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from bgmatrix.spec import ROOT
+
+SCHEMA_DIR = ROOT / "schema"
+
+
+@cache
+def load(name: str) -> dict:
+    return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+
+
+@cache
+def _validator(name: str, kind: str | None) -> jsonschema.Draft202012Validator:
+    schema = load(name)
+    if kind is not None:
+        schema = {"$ref": f"#/$defs/{kind}", "$defs": schema["$defs"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def problem(data: Any, name: str, kind: str | None = None) -> str | None:
+    """The most relevant violation of schema ``name`` (or its ``$defs`` ``kind``), as one line
+    ``<path>: <message>``, or None when ``data`` is valid."""
+    error = jsonschema.exceptions.best_match(_validator(name, kind).iter_errors(data))
+    if error is None:
+        return None
+    at = "/".join(str(p) for p in error.absolute_path) or "(top)"
+    return f"{at}: {' '.join(error.message.split())[:300]}"
