@@ -329,8 +329,15 @@ def run_cell(cell: Mapping[str, Any], install: list[str] | None = None,
         result = result_for(cell, exc.state, exc.message, provenance)
     finally:
         shutil.rmtree(env_dir, ignore_errors=True)
+    if result["message"]:  # a traceback names the run's private folder: the same failure
+        result["message"] = result["message"].replace(str(env_dir), ENV_PLACEHOLDER)  # twice
     results.validate(result, cell["id"])
     return result
+
+
+#: What a message says instead of the run's private environment folder (a random name), so that
+#: the same failure is the same text in every run.
+ENV_PLACEHOLDER = "<cell-env>"
 
 
 def _suite_state(rc: int, records: list[dict], session: dict) -> tuple[str, str | None]:
