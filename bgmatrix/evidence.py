@@ -12,10 +12,13 @@ The hash is SHA-256 over the object's canonical JSON (sorted keys, ASCII, compac
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from bgmatrix.errors import BgmatrixError
 
 HASH_LENGTH = 16
 FOLDER = "evidence"
+LOCK_NAME = ".lock"  # git-ignored; see Store.lock
 
 
 class EvidenceError(BgmatrixError):
@@ -86,6 +90,19 @@ class Store:
             raise EvidenceError(f"{path}: content does not match its hash (edited or corrupt)")
         self._memo[key] = obj
         return obj
+
+    @contextmanager
+    def lock(self, exclusive: bool = False) -> Iterator[None]:
+        """Writers of results hold the store shared while they add objects and then the result
+        that names them; garbage collection holds it exclusive, so it never deletes an object
+        whose result is about to be written. Released when the process dies."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def keys(self) -> set[str]:
         if not self.folder.is_dir():

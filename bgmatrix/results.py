@@ -281,14 +281,16 @@ def write(
     _check(stored, where)
     if full is not None:
         validate(full, where)
-        compact(full, store)  # evidence first: a result never names a missing object
     text = dumps(stored)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_text_atomic(path, text)
+    with store.lock():
+        if full is not None:
+            compact(full, store)  # evidence first: a result never names a missing object
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+        write_text_atomic(path, text)
     return True
 
 
@@ -396,15 +398,22 @@ def referenced(stored: Mapping, store: evidence.Store) -> set[str]:
 
 
 def collect_garbage(folder: Path) -> int:
-    """Remove evidence objects that no valid result in ``folder`` names; returns how many.
+    """Remove evidence objects that no result in ``folder`` names; returns how many.
 
-    Refuses (removes nothing) when any result file is invalid: its references are unknown.
+    Removes nothing when any result file (or an object it names) cannot be read: what it
+    references is unknown, and the load that meets it reports the problem.
     """
     store = evidence.Store(Path(folder))
-    keys: set[str] = set()
-    for path in result_paths(folder):
-        keys |= referenced(load_stored(path), store)
-    return store.remove_unreferenced(keys)
+    if not store.folder.is_dir():
+        return 0
+    with store.lock(exclusive=True):  # no write is half done while we look
+        keys: set[str] = set()
+        try:
+            for path in result_paths(folder):
+                keys |= referenced(load_stored(path), store)
+        except (ResultError, evidence.EvidenceError):
+            return 0  # a result we cannot read may name anything: keep everything
+        return store.remove_unreferenced(keys)
 
 
 def aggregate(

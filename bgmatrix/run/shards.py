@@ -182,6 +182,7 @@ def merge(folders: Sequence[Path], into: Path, expected: Sequence[str]) -> dict[
         if state != "ok":
             counts[state] = counts.get(state, 0) + 1
     if counts["written"]:
+        results.collect_garbage(into)
         snapshot.record_run(into, began, counts["written"], runner.uv_version())
     return counts
 

@@ -138,6 +138,9 @@ def sweep(
             raise KeyboardInterrupt(
                 f"interrupted: {len(summary.done)} finished; run again to resume") from None
     if summary.done:
+        # Evidence that no result names any more (a behaviour that changed) goes, so the store
+        # holds exactly what the results cite; then the run record, if the content changed.
+        results.collect_garbage(results_dir)
         snapshot.record_run(results_dir, began, len(summary.done), runner.uv_version())
     return summary
 

@@ -8,7 +8,7 @@ it discards one.
 
 import json
 
-from bgmatrix import results
+from bgmatrix import evidence, results
 from bgmatrix.run import candidates, runner, shards, sweep
 from tests.unit.test_results import wire_section
 
@@ -122,3 +122,24 @@ def test_the_cli_keeps_wire_unless_told_by_name(fake_runs, tmp_path, monkeypatch
     assert cli.main(["run", cell["id"], "--force", "--results", str(tmp_path),
                      "--discard-unmeasured-evidence"]) == 0
     assert "wire" not in json.loads(path.read_text())
+
+
+def test_a_sweep_leaves_exactly_the_evidence_its_results_name(fake_runs, tmp_path,
+                                                              monkeypatch):
+    sweep.sweep(CELLS, tmp_path, jobs=1)
+    first = set((tmp_path / "evidence").glob("*.json"))
+    fake = runner.run_cell
+
+    def changed(c, install=None):  # every cell now observes something else
+        data = fake(c)
+        data["tests"][0]["observations"]["request"] = {"effects": ["other"]}
+        return data
+
+    monkeypatch.setattr(runner, "run_cell", changed)
+    sweep.sweep(CELLS, tmp_path, jobs=1, force=True)
+    now = set((tmp_path / "evidence").glob("*.json"))
+    store = evidence.Store(tmp_path)
+    named = set().union(*(results.referenced(results.load_stored(p), store)
+                          for p in results.result_paths(tmp_path)))
+    assert {p.stem for p in now} == named  # nothing orphaned, nothing missing
+    assert first - now  # the objects of the old behaviour are gone

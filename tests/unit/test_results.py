@@ -220,6 +220,12 @@ def test_garbage_collection_keeps_every_referenced_object(tmp_path):
     assert results.collect_garbage(tmp_path) == 3
     assert results.load_all(tmp_path)[1] == []
     assert results.collect_garbage(tmp_path) == 0
+    before = set((tmp_path / "evidence").iterdir())
+    write(tmp_path, other)
+    (tmp_path / "fa-9.9.9_st-1.0.0_py3.11.json").write_text("{")  # unreadable: names unknown
+    (tmp_path / f"{other['cell']['id']}.json").unlink()
+    assert results.collect_garbage(tmp_path) == 0
+    assert set((tmp_path / "evidence").iterdir()) > before
 
 
 # --- run record and snapshot ids -----------------------------------------------------------
