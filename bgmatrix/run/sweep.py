@@ -89,6 +89,7 @@ def sweep(
     (wire) are kept unless ``discard_unmeasured``. The run record is updated when anything
     in the folder changed."""
     _stopping.clear()
+    _changed.clear()
     if discard_unmeasured:
         _discard_unmeasured.set()
     else:
@@ -137,7 +138,7 @@ def sweep(
             # One line, printed by the CLI: the finished cells are kept, the rest re-run.
             raise KeyboardInterrupt(
                 f"interrupted: {len(summary.done)} finished; run again to resume") from None
-    if summary.done:
+    if _changed.is_set():  # a run that changed no byte leaves the folder, record and all, alone
         # Evidence that no result names any more (a behaviour that changed) goes, so the store
         # holds exactly what the results cite; then the run record, if the content changed.
         results.collect_garbage(results_dir)
@@ -149,6 +150,8 @@ BUSY, CURRENT, INTERRUPTED = "busy", "current", "interrupted"
 
 #: Set on Ctrl-C: a cell whose run was cut short must not be written as if it had failed.
 _stopping = threading.Event()
+#: Set when a cell's write changed its file: only then are evidence and run record revisited.
+_changed = threading.Event()
 #: Set for a sweep asked to drop the evidence sources its runs do not re-measure.
 _discard_unmeasured = threading.Event()
 
@@ -167,9 +170,10 @@ def _run_locked(cell: Mapping[str, Any], results_dir: Path, locks: Path, force: 
             return INTERRUPTED
         if _stopping.is_set():
             return INTERRUPTED  # its child processes got the Ctrl-C too: not a finding
-        results.write(results_dir / f"{cell['id']}.json", result,
-                      current_methods=runner.current_methods(),
-                      discard_unmeasured=_discard_unmeasured.is_set())
+        if results.write(results_dir / f"{cell['id']}.json", result,
+                         current_methods=runner.current_methods(),
+                         discard_unmeasured=_discard_unmeasured.is_set()):
+            _changed.set()
         return result["state"]
     finally:
         lock.release()
