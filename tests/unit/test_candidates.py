@@ -224,21 +224,35 @@ def test_a_failure_the_release_already_has_is_not_blamed_on_the_patch():
 
 
 def test_the_regression_file_is_deterministic_and_keeps_earlier_candidates(tmp_path):
-    def report(runs):
-        return {"base": {"fastapi": "1"}, "commands": {}, "deselected": {},
-                "environment": {}, "without_patch": {"counts": {}}, "with_patch": runs}
+    counts = {"passed": 1, "failed": 0, "errored": 0, "skipped": 0, "total": 1}
+
+    def run(n):
+        return {"counts": dict(counts, passed=n), "new_failures": [], "changed": [],
+                "pytest_exit_code": 0}
+
+    def report(runs):  # a record as schema/regression.schema.json describes it
+        return {"about": "FastAPI's own suite", "commands": {}, "deselected": {},
+                "base": {"fastapi": "1", "starlette": "1", "python": "3.11", "cutoff": None},
+                "environment": {"packages": {}, "python": "3.11.7"},
+                "without_patch": {"counts": counts, "failing": [], "pytest_exit_code": 0},
+                "with_patch": runs}
 
     path = tmp_path / "regression.json"
-    candidates.write_regression(report({"warn": {"n": 1}}), path)
-    candidates.write_regression(report({"recommended": {"n": 2}}), path)
+    candidates.write_regression(report({"warn": run(1)}), path)
+    candidates.write_regression(report({"recommended": run(2)}), path)
     first = path.read_bytes()
     assert list(json.loads(first)["with_patch"]) == ["recommended", "warn"]
-    candidates.write_regression(report({"recommended": {"n": 2}}), path)
+    candidates.write_regression(report({"recommended": run(2)}), path)
     assert path.read_bytes() == first
     # Measured against another baseline, earlier runs are not comparable: they are dropped.
-    changed = report({"warn": {"n": 3}})
-    changed["base"] = {"fastapi": "2"}
+    changed = report({"warn": run(3)})
+    changed["base"] = dict(changed["base"], fastapi="2")
     candidates.write_regression(changed, path)
+    assert list(json.loads(path.read_text())["with_patch"]) == ["warn"]
+    # A record the site would refuse is never written.
+    broken = report({"warn": {"n": 4}})
+    with pytest.raises(candidates.CandidateError, match="regression record: with_patch/warn"):
+        candidates.write_regression(broken, path)
     assert list(json.loads(path.read_text())["with_patch"]) == ["warn"]
 
 

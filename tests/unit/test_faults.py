@@ -98,8 +98,14 @@ def fingerprint(path: Path) -> tuple[int, int, bytes]:
 
 
 def assert_store_clean(folder: Path) -> dict[str, dict]:
-    """Every file is a complete, valid result; no temporary file is left."""
-    stray = [p.name for p in folder.iterdir() if p.suffix != ".json" or p.name.startswith(".")]
+    """Every file is a complete, valid result (its evidence beside it); no temporary file is
+    left, in the folder or in its evidence store."""
+    stray = [p.name for p in folder.iterdir()
+             if (p.suffix != ".json" or p.name.startswith(".")) and p.name != "evidence"]
+    store = folder / "evidence"
+    if store.is_dir():
+        stray += [f"evidence/{p.name}" for p in store.iterdir()
+                  if (p.suffix != ".json" or p.name.startswith(".")) and p.name != ".lock"]
     assert not stray, stray
     return {p.stem: results.load(p) for p in results.result_paths(folder)}
 
