@@ -187,6 +187,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _extract_safely(tf: tarfile.TarFile, dest: Path) -> None:
+    """Extract with the "data" filter: no links or paths that leave ``dest``. Interpreters
+    older than the filter (Debian 12's Python 3.11.2 among them) get the same refusal here."""
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in tf.getmembers():
+        target = (dest / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+            raise tarfile.TarError(f"refused member {member.name!r}: a link or a path "
+                                   "outside the archive's folder")
+    tf.extractall(dest)  # every member checked above
+
+
 def unpack(archive: Path, dest: Path) -> Path:
     """Unpack a source distribution into ``dest`` (replaced); return its top folder."""
     shutil.rmtree(dest, ignore_errors=True)
@@ -197,8 +212,7 @@ def unpack(archive: Path, dest: Path) -> Path:
                 zf.extractall(dest)
         else:
             with tarfile.open(archive) as tf:
-                # The "data" filter refuses links and paths that leave ``dest``.
-                tf.extractall(dest, filter="data")
+                _extract_safely(tf, dest)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         first = (str(exc).splitlines() or [""])[0]

@@ -287,3 +287,28 @@ def test_junit_names_map_back_to_node_ids(tmp_path):
         "tests/sub/test_x.py::test_a[p-1]"
     assert candidates.node_id(tmp_path, "tests.sub.test_x.TestK::test_b") == \
         "tests/sub/test_x.py::TestK::test_b"
+
+
+@pytest.mark.parametrize("has_filter", [True, False])
+def test_an_sdist_with_a_link_or_an_escaping_path_is_refused(tmp_path, monkeypatch, has_filter):
+    import io
+    import tarfile
+
+    if not has_filter:  # Python < 3.11.4 (Debian 12's 3.11.2): the fallback check
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as tf:
+        info = tarfile.TarInfo("pkg-1.0/setup.py")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"x=1"))
+    assert candidates.unpack(good, tmp_path / "out").name == "pkg-1.0"
+    for name, kind in (("../escape.py", tarfile.REGTYPE), ("pkg-1.0/link", tarfile.SYMTYPE)):
+        bad = tmp_path / "bad.tar.gz"
+        with tarfile.open(bad, "w:gz") as tf:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            tf.addfile(info, io.BytesIO(b""))
+        with pytest.raises(candidates.CandidateError, match="not a readable source"):
+            candidates.unpack(bad, tmp_path / "out2")
+        assert not (tmp_path / "escape.py").exists()
