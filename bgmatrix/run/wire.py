@@ -81,14 +81,19 @@ class WireTimeout(BgmatrixError):
     """The scenarios did not finish within :data:`BUDGET`."""
 
 
+#: The in-cell suite's label modules wire mode borrows (``suite_module``): part of its method.
+BORROWED = ("oracle.py", "labels_exec.py", "labels_life.py")
+
+
 @cache
 def wire_hash() -> str:
-    """A short hash of what decides a wire observation: the apps, the launcher and this file.
-
-    The label functions it borrows from tests/spec are covered by the suite's own hash.
-    """
+    """A short hash of everything that decides a wire observation and its verdict: the apps,
+    the launcher, this file, the label functions it borrows from the suite and the vocabulary
+    it grades with. A result's wire section whose hash differs is stale (results.carry_over)."""
     digest = hashlib.sha256()
-    for path in sorted(WIRE_APPS.glob("*.py")) + [Path(__file__)]:
+    borrowed = [SUITE_DIR / name for name in BORROWED]
+    vocabulary_file = Path(vocabulary.__file__)
+    for path in sorted(WIRE_APPS.glob("*.py")) + [Path(__file__), vocabulary_file, *borrowed]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 

@@ -233,3 +233,13 @@ def test_newest_fastapi_cell_over_the_wire_leaves_nothing_behind(tmp_path):
     assert process_gone(pid), f"the server (pid {pid}) is still running"
     assert port_free(port), f"port {port} is still bound"
     assert took < 60, f"wire mode took {took:.1f}s (install included)"
+
+
+def test_the_wire_hash_covers_every_suite_module_wire_mode_borrows():
+    # A wire section is stale when its method changed; the label functions wire mode borrows
+    # from the suite are part of that method, so each must be in the hash.
+    import inspect
+    import re as re_
+
+    used = set(re_.findall(r'suite_module\("(\w+)"\)', inspect.getsource(wire)))
+    assert used and {f"{name}.py" for name in used} <= set(wire.BORROWED)
