@@ -195,17 +195,19 @@ def largest_page(site_dir: Path) -> tuple[int, Path | None]:
 
 
 class Progress:
-    """Prints ``pages done of total`` at most every :data:`PROGRESS_EVERY` seconds, and once
-    at the end, so a long generation shows it is moving."""
+    """Prints ``pages done of total`` and the time left at most every :data:`PROGRESS_EVERY`
+    seconds, and once at the end, so a long generation shows it is moving."""
 
     def __init__(self) -> None:
-        self.last = time.perf_counter()
+        self.started = self.last = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if done == total or now - self.last >= PROGRESS_EVERY:
             self.last = now
-            print(f"report: generating pages: {done} of {total}", flush=True)
+            left = (now - self.started) / done * (total - done) if done else 0.0
+            tail = f", about {left:.0f} s left" if done < total else ""
+            print(f"report: generating pages: {done} of {total}{tail}", flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
