@@ -16,13 +16,12 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bgmatrix import schemas
+from bgmatrix import files, schemas
 from bgmatrix.errors import BgmatrixError
 
 HASH_LENGTH = 16
@@ -64,7 +63,7 @@ class Store:
         if write and key not in self._memo:
             path = self.path(key)
             if not path.is_file():
-                _create(path, dumps(obj))
+                files.write_text_atomic(path, dumps(obj))  # same bytes if two race
             self._memo[key] = obj
         return key
 
@@ -117,22 +116,6 @@ class Store:
             self._memo.pop(key, None)
             gone += 1
         return gone
-
-
-def _create(path: Path, text: str) -> None:
-    """Write ``path`` atomically; a parallel writer of the same object writes the same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def validate(obj: Any, kind: str, where: str) -> None:

@@ -23,14 +23,13 @@ discard it by name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Optional, TypedDict, cast
 
 from bgmatrix import evidence, schemas
 from bgmatrix.errors import BgmatrixError
+from bgmatrix.files import write_text_atomic  # also the store's writer for other callers
 from bgmatrix.spec import ROOT, Clause
 
 SCHEMA_VERSION = 2
@@ -321,21 +320,6 @@ def carry_over(stored: StoredResult, previous: Mapping[str, Any] | None,
             kept.pop("stale", None)
         out[source] = kept
     return cast(StoredResult, out)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes private files; results and plans are shared data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_stored(path: Path) -> StoredResult:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bgmatrix import __version__, schemas
+from bgmatrix import __version__, files
 from bgmatrix.results import RESULTS_DIR, ResultError, load_all, write_text_atomic
 
 HASH_LENGTH = 7  # as short as git's own abbreviations: enough for a few thousand snapshots
@@ -54,17 +54,7 @@ def snapshot_id(results_dir: Path = RESULTS_DIR) -> str:
 
 def read_run(results_dir: Path) -> dict | None:
     """The folder's run record, validated; None when there is none."""
-    path = Path(results_dir) / RUN_RECORD
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ResultError(f"{path}: unreadable run record ({exc})") from None
-    found = schemas.problem(data, "run")
-    if found is not None:
-        raise ResultError(f"{path}: {found}")
-    return data
+    return files.read_checked(Path(results_dir) / RUN_RECORD, "run", ResultError, "run record")
 
 
 def host(uv_version: str | None = None) -> dict:

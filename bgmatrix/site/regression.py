@@ -5,11 +5,10 @@ the decision page. Reading only; the page renders it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgmatrix import schemas
+from bgmatrix import files
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.spec import ROOT
 
@@ -38,15 +37,9 @@ class RegressionError(BgmatrixError):
 def read(path: Path = PATH) -> Record | None:
     """The record, or None when there is none yet; a broken one is an error, never a page
     that silently omits FastAPI's own test counts."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    data = files.read_checked(path, "regression", RegressionError, "regression record")
+    if data is None:
         return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RegressionError(f"{path}: unreadable ({exc})") from None
-    found = schemas.problem(data, "regression")
-    if found is not None:
-        raise RegressionError(f"{path}: {found}")
     base, runs = data["without_patch"], data["with_patch"]
     return Record(
         fastapi=data["base"]["fastapi"],
