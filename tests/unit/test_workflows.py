@@ -88,6 +88,8 @@ def test_sweep_shards_come_from_the_nox_listing_and_reach_the_merge():
     upload = steps(shard)[step_index(shard, "actions/upload-artifact")]
     assert upload["with"]["name"] == "results-${{ matrix.shard }}"
     assert upload["with"]["if-no-files-found"] == "error"
+    # A shard's results name their evidence by hash: the artifact is the whole folder.
+    assert upload["with"]["path"] == "shards/${{ matrix.shard }}/"
     download = steps(publish)[step_index(publish, "actions/download-artifact")]
     assert download["with"]["pattern"] == "results-shard-*"  # every shard job's artifact
     # The job names the matrix builds are what the artifact pattern expects.
