@@ -44,6 +44,7 @@ class Summary:
     skipped: int = 0
     busy: list[str] = field(default_factory=list)
     done: dict[str, str] = field(default_factory=dict)  # cell id -> state
+    changed: list[str] = field(default_factory=list)  # cells whose file this sweep rewrote
     interrupted: bool = False
 
     @property
@@ -89,11 +90,6 @@ def sweep(
     (wire) are kept unless ``discard_unmeasured``. The run record is updated when anything
     in the folder changed."""
     _stopping.clear()
-    _changed.clear()
-    if discard_unmeasured:
-        _discard_unmeasured.set()
-    else:
-        _discard_unmeasured.clear()
     began = datetime.now(timezone.utc)
     summary = Summary(total=len(cells))
     todo = []
@@ -115,11 +111,14 @@ def sweep(
             while queue or pending:
                 while queue and len(pending) < jobs:
                     cell = queue.pop(0)
-                    pending[pool.submit(_run_locked, cell, results_dir, locks, force)] = cell
+                    pending[pool.submit(_run_locked, cell, results_dir, locks, force,
+                                        discard_unmeasured)] = cell
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     cell = pending.pop(fut)
-                    state = fut.result()
+                    state, changed = fut.result()
+                    if changed:
+                        summary.changed.append(cell["id"])
                     if state == BUSY:
                         summary.busy.append(cell["id"])
                     elif state == CURRENT:
@@ -138,7 +137,7 @@ def sweep(
             # One line, printed by the CLI: the finished cells are kept, the rest re-run.
             raise KeyboardInterrupt(
                 f"interrupted: {len(summary.done)} finished; run again to resume") from None
-    if _changed.is_set():  # a run that changed no byte leaves the folder, record and all, alone
+    if summary.changed:  # a run that changed no byte leaves the folder, record and all, alone
         # Evidence that no result names any more (a behaviour that changed) goes, so the store
         # holds exactly what the results cite; then the run record, if the content changed.
         results.collect_garbage(results_dir)
@@ -150,31 +149,26 @@ BUSY, CURRENT, INTERRUPTED = "busy", "current", "interrupted"
 
 #: Set on Ctrl-C: a cell whose run was cut short must not be written as if it had failed.
 _stopping = threading.Event()
-#: Set when a cell's write changed its file: only then are evidence and run record revisited.
-_changed = threading.Event()
-#: Set for a sweep asked to drop the evidence sources its runs do not re-measure.
-_discard_unmeasured = threading.Event()
-
-
-def _run_locked(cell: Mapping[str, Any], results_dir: Path, locks: Path, force: bool) -> str:
+def _run_locked(cell: Mapping[str, Any], results_dir: Path, locks: Path, force: bool,
+                discard_unmeasured: bool) -> tuple[str, bool]:
+    """The cell's state (or BUSY, CURRENT, INTERRUPTED) and whether its file changed."""
     lock = _Lock(locks, cell["id"])
     if not lock.acquire():
-        return BUSY  # another sweep is running this cell right now
+        return BUSY, False  # another sweep is running this cell right now
     try:
         # Another sweep may have finished it between our first look and the lock.
         if not force and is_current(_existing(results_dir / f"{cell['id']}.json"), cell):
-            return CURRENT
+            return CURRENT, False
         try:
             result = runner.run_cell(cell)
         except runner.Interrupted:
-            return INTERRUPTED
+            return INTERRUPTED, False
         if _stopping.is_set():
-            return INTERRUPTED  # its child processes got the Ctrl-C too: not a finding
-        if results.write(results_dir / f"{cell['id']}.json", result,
-                         current_methods=runner.current_methods(),
-                         discard_unmeasured=_discard_unmeasured.is_set()):
-            _changed.set()
-        return result["state"]
+            return INTERRUPTED, False  # its child processes got the Ctrl-C too: not a finding
+        changed = results.write(results_dir / f"{cell['id']}.json", result,
+                                current_methods=runner.current_methods(),
+                                discard_unmeasured=discard_unmeasured)
+        return result["state"], changed
     finally:
         lock.release()
 
