@@ -136,12 +136,6 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def clause_order(clause_id: str) -> tuple:
-    """ATTACH-2 before ATTACH-10: chapter prefix, then the number as a number."""
-    prefix, _, number = clause_id.rpartition("-")
-    return (prefix, int(number)) if number.isdigit() else (clause_id, -1)
-
-
 def describe(result: Result) -> str:
     """A cell's verdicts as a reader of h2spec would expect: clause, verdict, what was seen,
     and for n/a the reason the release lacks the feature."""
@@ -152,6 +146,8 @@ def describe(result: Result) -> str:
     lines = [head]
     if result["message"]:
         lines.append("  " + result["message"].splitlines()[-1][:300])
+    from bgmatrix.spec import clause_order
+
     for cid in sorted(result["clauses"], key=clause_order):
         v = result["clauses"][cid]
         seen = v.get("reason") or v["label"] if v["verdict"] == "n/a" else v["label"]

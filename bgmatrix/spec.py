@@ -87,6 +87,13 @@ def _section_end(text: str, start: int) -> int:
 
 
 @cache
+def clause_order(clause_id: str) -> tuple[str, int]:
+    """Sort key of a clause ID: ATTACH-2 before ATTACH-10 (chapter, then number as a number).
+    Any other text sorts by itself, before the numbered IDs of the same prefix."""
+    prefix, sep, number = clause_id.rpartition("-")
+    return (prefix, int(number)) if sep and number.isdigit() else (clause_id, -1)
+
+
 def load(spec_dir: Path = SPEC_DIR) -> tuple[Clause, ...]:
     """Every clause of the spec, chapter by chapter; IDs must be unique."""
     clauses: list[Clause] = []

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bgmatrix import results
+from bgmatrix import results, spec
 from bgmatrix.errors import UsageError
 from bgmatrix.plan import store
 from bgmatrix.run import runner, sweep
@@ -36,7 +36,7 @@ def differences(committed: results.Result, fresh: results.Result) -> list[str]:
     found = []
     old, new = committed["clauses"], fresh["clauses"]
     changed = sorted((c for c in set(old) | set(new)
-                      if _outcome(old.get(c)) != _outcome(new.get(c))), key=_clause_order)
+                      if _outcome(old.get(c)) != _outcome(new.get(c))), key=spec.clause_order)
     for cid in changed:
         found.append(f"{cid} {_outcome(old.get(cid))} -> {_outcome(new.get(cid))}")
     old_tests = {t["test"]: t for t in committed.get("tests") or []}
@@ -51,11 +51,6 @@ def differences(committed: results.Result, fresh: results.Result) -> list[str]:
 
 def _outcome(verdict: results.ClauseOutcome | None) -> str:
     return f"{verdict['verdict']}·{verdict['label']}" if verdict else "absent"
-
-
-def _clause_order(cid: str) -> tuple:
-    prefix, _, number = cid.rpartition("-")
-    return (prefix, int(number)) if number.isdigit() else (cid, -1)
 
 
 def reproduce(cells: Sequence[Mapping[str, Any]], committed_dir: Path, scratch: Path, jobs: int,
