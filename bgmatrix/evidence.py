@@ -16,7 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,15 +57,14 @@ class Store:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
 
-    def put(self, obj: Any, write: bool = True) -> str:
-        """Store ``obj`` (once) and return its hash; ``write=False`` only computes the hash."""
-        key = digest(obj)
-        if write and key not in self._memo:
-            path = self.path(key)
-            if not path.is_file():
-                files.write_text_atomic(path, dumps(obj))  # same bytes if two race
-            self._memo[key] = obj
-        return key
+    def add(self, objects: Mapping[str, Any]) -> None:
+        """Store each ``hash -> object`` not stored yet (an object never changes once written)."""
+        for key, obj in objects.items():
+            if key not in self._memo:
+                path = self.path(key)
+                if not path.is_file():
+                    files.write_text_atomic(path, dumps(obj))  # same bytes if two race
+                self._memo[key] = obj
 
     def get_checked(self, key: str, kind: str, where: str) -> Any:
         """:meth:`get`, and the object checked against its kind once per store."""

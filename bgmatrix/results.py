@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, TypedDict, cast
 from bgmatrix import evidence, schemas
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.files import write_text_atomic  # also the store's writer for other callers
-from bgmatrix.spec import ROOT, Clause
+from bgmatrix.spec import ROOT, Clause, clause_order
 
 SCHEMA_VERSION = 2
 SCHEMA_PATH = ROOT / "schema" / "result.schema.json"
@@ -138,21 +138,33 @@ def is_stored(data: Mapping) -> bool:
 def validate(data: Any, where: str) -> dict:
     """Check a result in either form; raise one line naming ``where`` and the problem."""
     if isinstance(data, dict) and not is_stored(data):
-        _check(compact(cast(Result, data), evidence.Store(Path(".")), write=False), where)
-        try:
-            for record in data["tests"]:
-                evidence.validate(record, "test_record_full", where)
-        except evidence.EvidenceError as exc:
-            raise ResultError(str(exc)) from None
+        _check(compact(cast(Result, data))[0], where)
+        _check_records(cast(Result, data), where)
         return data
     return _check(data, where)
+
+
+def _check_records(full: Result, where: str) -> None:
+    """The full form's test records, which the stored form names only by hash."""
+    try:
+        for record in full["tests"]:
+            evidence.validate(record, "test_record_full", where)
+    except evidence.EvidenceError as exc:
+        raise ResultError(str(exc)) from None
 
 
 # --- the two forms -------------------------------------------------------------------------
 
 
-def compact(full: Result, store: evidence.Store, write: bool = True) -> StoredResult:
-    """The stored form of ``full``; its evidence goes into ``store`` (unless ``write=False``)."""
+def compact(full: Result) -> tuple[StoredResult, dict[str, Any]]:
+    """The stored form of ``full``, and the evidence objects it names, by hash."""
+    objects: dict[str, Any] = {}
+
+    def put(obj: Any) -> str:
+        key = evidence.digest(obj)
+        objects[key] = obj
+        return key
+
     out = {k: v for k, v in full.items() if k not in ("tests", "clauses", "wire")}
     out["clauses"] = {
         cid: {k: v for k, v in entry.items() if k != "tests"}
@@ -170,19 +182,19 @@ def compact(full: Result, store: evidence.Store, write: bool = True) -> StoredRe
     for record in records:
         stored = {k: v for k, v in record.items() if k != "test"}
         stored["observations"] = {
-            key: _FROM_CELL if key in observed else store.put(value, write)
+            key: _FROM_CELL if key in observed else put(value)
             for key, value in (record["observations"] or {}).items()
         }
-        tests[record["test"]] = store.put(stored, write)
-    out["tests"] = store.put(tests, write) if tests else None
+        tests[record["test"]] = put(stored)
+    out["tests"] = put(tests) if tests else None
     if "wire" in full:
         wire = dict(full["wire"])
         wire["clauses"] = {
-            cid: {**entry, "evidence": store.put(entry["evidence"], write)}
+            cid: {**entry, "evidence": put(entry["evidence"])}
             for cid, entry in full["wire"]["clauses"].items()
         }
         out["wire"] = wire
-    return cast(StoredResult, out)
+    return cast(StoredResult, out), objects
 
 
 def expand(stored: StoredResult, store: evidence.Store, where: str = "") -> Result:
@@ -237,12 +249,6 @@ def dumps(stored: Mapping) -> str:
     return _format(stored, 0, None) + "\n"
 
 
-def _natural(key: str) -> tuple:
-    """ATTACH-2 before ATTACH-10: clause ids sort by chapter, then number."""
-    head, sep, number = key.rpartition("-")
-    return (head, int(number), "") if sep and number.isdigit() else (key, -1, key)
-
-
 def _format(value: Any, depth: int, key: str | None) -> str:
     if not isinstance(value, dict) or not value or key == "_entry":
         return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(", ", ": "))
@@ -250,7 +256,7 @@ def _format(value: Any, depth: int, key: str | None) -> str:
     child = "_entry" if key == "clauses" else None
     items = [
         f"{pad}{json.dumps(k, ensure_ascii=True)}: {_format(value[k], depth + 1, child or k)}"
-        for k in sorted(value, key=_natural)
+        for k in sorted(value, key=clause_order)  # ATTACH-2 before ATTACH-10
     ]
     return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
 
@@ -272,18 +278,19 @@ def write(
     """
     path = Path(path)
     store = evidence.Store(path.parent)
-    full = None if is_stored(result) else cast(Result, result)
-    stored = cast(StoredResult, dict(result)) if full is None else compact(full, store, write=False)
+    where = str(path)
+    objects: dict[str, Any] = {}
+    if is_stored(result):
+        stored = cast(StoredResult, dict(result))
+    else:
+        stored, objects = compact(cast(Result, result))
+        _check_records(cast(Result, result), where)
     if not discard_unmeasured:
         stored = carry_over(stored, _previous(path), current_methods or {})
-    where = str(path)
     _check(stored, where)
-    if full is not None:
-        validate(full, where)
     text = dumps(stored)
     with store.lock():
-        if full is not None:
-            compact(full, store)  # evidence first: a result never names a missing object
+        store.add(objects)  # evidence first: a result never names a missing object
         try:
             if path.read_text(encoding="utf-8") == text:
                 return False
