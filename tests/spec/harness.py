@@ -10,6 +10,7 @@ Runs unchanged on Python 3.8-3.13: no third-party imports, no newer syntax.
 """
 import asyncio
 import inspect
+import logging
 import threading
 import warnings
 
@@ -30,6 +31,27 @@ DISCONNECT_MODES = (
 CLOCK_HEADERS = ("date", "last-modified", "etag")
 
 _BODY_EXCERPT = 200  # bytes of each body message kept in the log: enough to identify it
+
+
+#: The loggers whose records count as a signal: the frameworks' own (children included).
+SIGNAL_LOGGERS = ("fastapi", "starlette")
+
+
+class _LogRecorder(logging.Handler):
+    """Keeps the WARNING-or-above records of the frameworks' loggers during one request, in
+    the shape of a recorded warning (``category`` names the logger, ``log_level`` marks it)."""
+
+    def __init__(self):
+        logging.Handler.__init__(self, level=logging.WARNING)
+        self.signals = []
+
+    def emit(self, record):
+        self.signals.append({
+            "category": "log:" + record.name,
+            "log_level": record.levelname,
+            "message": record.getMessage(),
+            "user_warning": False,
+        })
 
 
 class ScenarioTimeout(Exception):
@@ -200,6 +222,11 @@ class Harness(object):
         # is built only once this request's loop is the current one.
         asyncio.set_event_loop(loop)
         peer = make_peer()
+        # The spec's signal is a warning or a log record through the frameworks' own loggers
+        # (spec/index.md#terms): both are kept, in the order they were emitted.
+        logged = _LogRecorder()
+        for name in SIGNAL_LOGGERS:
+            logging.getLogger(name).addHandler(logged)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -226,7 +253,10 @@ class Harness(object):
                                 "user_warning": issubclass(w.category, UserWarning),
                             }
                         )
+                    exchange.warnings.extend(logged.signals)
         finally:
+            for name in SIGNAL_LOGGERS:
+                logging.getLogger(name).removeHandler(logged)
             _close_loop(loop)
             asyncio.set_event_loop(None)
             with self._lock:

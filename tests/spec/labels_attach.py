@@ -9,7 +9,7 @@ Python 3.8 compatible: runs inside every cell.
 import re
 from collections import Counter
 
-from oracle import first_index, is_final_body, qualifying_warnings
+from oracle import first_index, is_final_body, qualifying_signals
 
 # ATTACH-10 asks for "a warning" about discarded metadata; the index's qualifying warning is
 # about background tasks only, so this is the nearest reading: a UserWarning naming what was
@@ -53,7 +53,7 @@ def temporal_background_label(effects, name, warnings):
     """ATTACH-9: the temporal response's own task ``name`` ran, was warned about, or neither."""
     if name in effects:
         return "ran"
-    return "warned" if qualifying_warnings(warnings) else "ignored"
+    return "warned" if qualifying_signals(warnings) else "ignored"
 
 
 def metadata_warnings(warnings):

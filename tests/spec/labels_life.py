@@ -7,7 +7,7 @@ app or the harness.  Python 3.8 compatible.
 """
 from collections import Counter
 
-from oracle import first_index, is_final_body, qualifying_warnings
+from oracle import first_index, is_final_body, qualifying_signals
 
 
 def _effect_named(name):
@@ -97,7 +97,7 @@ def reuse_label(effects, current, earlier, own, warnings):
     if any(counts[name] > 1 for name in expected):
         return "duplicate"
     if any(not counts[name] for name in expected):
-        return "warned" if qualifying_warnings(warnings) else "lost"
+        return "warned" if qualifying_signals(warnings) else "lost"
     return "isolated"
 
 
@@ -147,7 +147,7 @@ def false_warning_label(effects, expected, warnings):
     counts = Counter(effects)
     if any(counts[name] != 1 for name in expected):
         return "not-all-once"
-    return "false-warning" if qualifying_warnings(warnings) else "clean"
+    return "false-warning" if qualifying_signals(warnings) else "clean"
 
 
 def span_label(inside):

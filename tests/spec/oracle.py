@@ -12,13 +12,16 @@ from collections import Counter
 _QUALIFYING = re.compile(r"background ?tasks?", re.IGNORECASE)
 
 
-def qualifying_warnings(warnings):
-    """Warnings that report background tasks (spec/index.md#terms).
+def qualifying_signals(warnings):
+    """Signals that report background tasks (spec/index.md#terms): a ``UserWarning`` (or a
+    subclass), or a WARNING-or-above record of the ``fastapi`` / ``starlette`` loggers, whose
+    message names background tasks.
 
     Matched on category and message, never counted blindly: newer Starlette releases emit
     unrelated deprecation warnings during a request.
     """
-    return [w for w in warnings if w.get("user_warning") and _QUALIFYING.search(w["message"])]
+    return [w for w in warnings
+            if (w.get("user_warning") or w.get("log_level")) and _QUALIFYING.search(w["message"])]
 
 
 def conflict_label(effects, injected, own, warnings):
@@ -28,7 +31,7 @@ def conflict_label(effects, injected, own, warnings):
     BackgroundTasks, in the order added; ``own``: names of the response's own background.
     """
     counts = Counter(effects)
-    warned = bool(qualifying_warnings(warnings))
+    warned = bool(qualifying_signals(warnings))
     prefix = "warn+" if warned else ""
     expected = list(injected) + list(own)
     if any(n > 1 for n in counts.values()):
@@ -60,7 +63,7 @@ def runs_label(effects, expected, warnings=()):
         return "partial"
     if [e for e in effects if e in expected] != list(expected):
         return "reordered"
-    if qualifying_warnings(warnings):
+    if qualifying_signals(warnings):
         return "false-warning"
     return "ran"
 

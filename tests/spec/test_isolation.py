@@ -1,11 +1,12 @@
-"""Isolation: no state across requests, no mutation of user-supplied objects (ISO-1 to ISO-3).
+"""Isolation: no state across requests, no mutation of user-supplied objects (ISO-1 to ISO-5).
 
-spec/isolation.md; the same observations grade RES-4 and RES-5 of spec/resolution.md.  ISO-1
+spec/isolation.md.  ISO-1
 returns one Response object, created once outside the endpoint, over three requests, each
 adding a task named after its request number, so that a task of request *n* seen during request
 *n + 1* is identified by name.  ISO-2 does the same with a module-level BackgroundTasks as the
-Response's background.  ISO-3 snapshots the user's objects just before the endpoint returns
-them and compares them after the request.
+Response's background.  ISO-3 (the Response) and ISO-5 (the BackgroundTask(s) the app made)
+snapshot the user's objects just before the endpoint returns them and compare them after the
+request.
 """
 import pytest
 from kind import require_fastapi
@@ -21,7 +22,7 @@ REQUESTS = 3
 
 
 @pytest.mark.parametrize("own_background", [False, True], ids=["no-background", "own-task"])
-@pytest.mark.clause("ISO-1", "RES-4")
+@pytest.mark.clause("ISO-1")
 def test_reused_response_runs_only_current_tasks(record, harness, own_background):
     # Created once, like a module-level object: it outlives every request below.
     own = ["own"] if own_background else []
@@ -54,10 +55,9 @@ def test_reused_response_runs_only_current_tasks(record, harness, own_background
     record.observe("labels_per_request", labels)
     label = combine(labels)
     record.grade("ISO-1", label, graded=labels)
-    record.grade("RES-4", label, graded=labels)
 
 
-@pytest.mark.clause("ISO-2", "RES-4")
+@pytest.mark.clause("ISO-2")
 def test_reused_background_tasks_is_not_extended(record, harness):
     # Created once, like a module-level object: it outlives every request below.
     module_level = StarletteTasks()
@@ -92,9 +92,6 @@ def test_reused_background_tasks_is_not_extended(record, harness):
     record.observe("runs_per_request", runs)
     label = combine(collection)
     record.grade("ISO-2", label, graded=collection)
-    # RES-4 reads both: the collection must not grow, and no request may replay another's.
-    worst = [c if c != "unchanged" else r for c, r in zip(collection, runs)]
-    record.grade("RES-4/collection", combine(worst), graded=worst)
 
 
 def snapshot(response, background, created):
@@ -130,8 +127,14 @@ def mutation_label(changed):
     return "mutated[%s]" % ",".join(changed) if changed else "untouched"
 
 
+def split_changes(changed):
+    """ISO-3 is about the Response object, ISO-5 about the background objects the app made."""
+    on_response = [c for c in changed if c.startswith("response.")]
+    return on_response, [c for c in changed if c not in on_response]
+
+
 @pytest.mark.parametrize("kind", ["none", "task", "tasks"])
-@pytest.mark.clause("ISO-3", "RES-5")
+@pytest.mark.clause("ISO-3", "ISO-5")
 def test_user_objects_are_not_mutated(record, harness, kind):
     """Each background kind, with injected tasks and with a declared but unused collection."""
     kept = {}  # the endpoint's response, its background and their snapshot
@@ -152,7 +155,8 @@ def test_user_objects_are_not_mutated(record, harness, kind):
 
         return app
 
-    labels, graded, evidence = [], [], {}
+    per_clause = {"ISO-3": ([], []), "ISO-5": ([], [])}  # clause -> (labels, graded)
+    evidence = {}
     for case, add_injected in (("with-injected", True), ("declared-unused", False)):
         kept.clear()
         ex = harness.request(build_app(add_injected))
@@ -161,17 +165,22 @@ def test_user_objects_are_not_mutated(record, harness, kind):
         changed = changed_attributes(
             kept["before"], snapshot(kept["response"], kept["background"], kept["created"]))
         evidence[case] = {"exchange": ex, "changed": changed}
-        graded.append(mutation_label(changed))
-        labels.append("%s:%s" % (case, graded[-1]))
+        for clause, part in zip(("ISO-3", "ISO-5"), split_changes(changed)):
+            labels, graded = per_clause[clause]
+            graded.append(mutation_label(part))
+            labels.append("%s:%s" % (case, graded[-1]))
     record.observe("cases", evidence)
-    label = " ".join(labels)
-    record.grade("ISO-3", label, graded=graded)
-    record.grade("RES-5", label, graded=graded)
+    record.grade("ISO-3", " ".join(per_clause["ISO-3"][0]), graded=per_clause["ISO-3"][1])
+    if kind == "none":
+        record.not_applicable("the app made no BackgroundTask(s) of its own in this case",
+                              clauses=["ISO-5"])
+    else:
+        record.grade("ISO-5", " ".join(per_clause["ISO-5"][0]), graded=per_clause["ISO-5"][1])
 
 
-@pytest.mark.clause("RES-5")
+@pytest.mark.clause("ISO-3")
 def test_identity_case_leaves_response_untouched(record, harness):
-    """The documented workaround: the injected object is the Response's own background."""
+    """The identity pattern: the injected object is the Response's own background."""
     kept = {}
     app = FastAPI()
 
@@ -186,5 +195,5 @@ def test_identity_case_leaves_response_untouched(record, harness):
     changed = changed_attributes(
         kept["before"], {"response.background": kept["response"].background})
     record.observe("changed", changed)
-    label = mutation_label(changed)
-    record.grade("RES-5/identity", label)
+    record.grade("ISO-3", "identity:" + mutation_label(changed),
+                 graded=mutation_label(changed))

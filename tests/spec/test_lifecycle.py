@@ -168,7 +168,7 @@ def test_task_added_during_teardown(record, harness):
     record.grade("LIFE-2", label)
 
 
-@pytest.mark.clause("LIFE-3")
+@pytest.mark.clause("LIFE-3", "LIFE-5")
 def test_http_exception_in_teardown(record, harness):
     async def dependency():
         yield YIELDED
@@ -194,10 +194,17 @@ def test_http_exception_in_teardown(record, harness):
     record.observe("teardown_position", position)
     record.observe("task_ran", "task" in ex.effects)  # recorded alongside, not graded here
     label = teardown_exception_label(ex.status, 409, ex.app_exception)
-    # Propagating is the answer only once something was sent: before that, the exception
-    # has to become the response itself.
-    record.grade("LIFE-3", label,
-                 graded="propagated@" + position if label == "propagated" else label)
+    # Which requirement applies depends on when the release runs the teardown: before
+    # anything was sent the exception has to become the response (LIFE-3); once the response
+    # has started it can only propagate to the server (LIFE-5).
+    labelled = "%s@%s" % (label, position)
+    if position == "before-response":
+        record.grade("LIFE-3", labelled, graded=label)
+        record.not_applicable("the teardown ran before the response started", ["LIFE-5"])
+    else:
+        record.grade("LIFE-5", labelled, graded=label)
+        record.not_applicable("the teardown ran after the response started (%s)" % position,
+                              ["LIFE-3"])
 
 
 @pytest.mark.parametrize("flavor", ["async", "sync"])

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 from harness import Harness
-from oracle import conflict_label, qualifying_warnings, runs_label, tasks_after_body_label
+from oracle import conflict_label, qualifying_signals, runs_label, tasks_after_body_label
 
 from bgmatrix import vocabulary
 
@@ -94,7 +94,7 @@ def _seen(h, warning, effects):
         (UserWarning, "httpx is deprecated", False),
     ],
 )
-def test_only_qualifying_warnings_count(category, message, qualifies):
+def test_only_qualifying_signals_count(category, message, qualifies):
     h = Harness()
 
     async def app(scope, receive, send):
@@ -104,7 +104,7 @@ def test_only_qualifying_warnings_count(category, message, qualifies):
         h.effect("own")
 
     ex = h.request(app)
-    assert bool(qualifying_warnings(ex.warnings)) is qualifies
+    assert bool(qualifying_signals(ex.warnings)) is qualifies
     assert conflict_label(ex.effects, [], ["own"], ex.warnings).startswith("warn") is qualifies
 
 
