@@ -40,6 +40,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "cite": ("bgmatrix.site.cite", "print a GitHub-ready citation of a clause (or of one cell)"),
     "candidates": ("bgmatrix.run.candidates",
                    "run the candidate resolutions (or any FastAPI build) through the suite"),
+    "compat": ("bgmatrix.run.compat", "run the compatibility apps on 0.165.0 and every candidate"),
     "shard": ("bgmatrix.run.shards", "CI's split: run shard K of N, merge shards, list the jobs"),
     "watch": ("bgmatrix.run.watch",
               "find releases newer than the plan, run their cells, summarise what changed"),

@@ -168,7 +168,7 @@ def test_user_objects_are_not_mutated(record, harness, kind):
         for clause, part in zip(("ISO-3", "ISO-5"), split_changes(changed)):
             labels, graded = per_clause[clause]
             graded.append(mutation_label(part))
-            labels.append("%s:%s" % (case, graded[-1]))
+            labels.append("%s/%s:%s" % (kind, case, graded[-1]))
     record.observe("cases", evidence)
     record.grade("ISO-3", " ".join(per_clause["ISO-3"][0]), graded=per_clause["ISO-3"][1])
     if kind == "none":
