@@ -35,6 +35,14 @@ CARRYING = ("carried", "grown", "duplicate")
 WARNED_NOT_DUPLICATE = ("warned+none-ran", "warned+partial", "warned+reordered",
                         "warned+false-warning", "warned+ran")
 
+# -- schedules (spec/index.md#schedules) -------------------------------------------------------
+
+#: How many times the harness's ``send`` hands the event loop back before returning: a write
+#: that completes at once, the harness default, a slow socket.  Versioned with the spec.
+SEND_YIELDS = (0, 1, 3)
+#: The label of a clause whose outcome differs between schedules.
+SCHEDULE_DEPENDENT = "schedule-dependent"
+
 # -- profiles (spec/resolution.md#profiles) ----------------------------------------------------
 
 #: The clause whose label is "the conflict behaviour" of a cell (FastAPI #11215 as reported).

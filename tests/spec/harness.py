@@ -165,12 +165,16 @@ class Harness(object):
         disconnect="after-response",
         spec_version="2.3",
         timeout=None,
+        send_yields=1,
     ):
         """Send one HTTP request to ``app`` and return its :class:`Exchange`.
 
         ``disconnect`` chooses when ``receive`` answers ``http.disconnect``; ``spec_version``
         is advertised in the scope (with "2.4", ``send`` raises ``OSError`` once the client
         is gone, as the ASGI spec allows; otherwise such sends are dropped and counted).
+        ``send_yields`` is how many times ``send`` hands the event loop back before it returns:
+        one of the schedules of spec/index.md#schedules (0: a server whose write completes
+        without yielding, 1: the default, more: a slow socket).
         """
         if disconnect not in DISCONNECT_MODES:
             raise ValueError("unknown disconnect mode %r" % (disconnect,))
@@ -191,7 +195,8 @@ class Harness(object):
             "server": ("testserver", 80),
         }
         return self._run(
-            app, scope, lambda: _HttpPeer(self, body, disconnect, spec_version), timeout
+            app, scope, lambda: _HttpPeer(self, body, disconnect, spec_version, send_yields),
+            timeout,
         )
 
     def websocket(self, app, path="/", messages=(), timeout=None):
@@ -279,8 +284,9 @@ class Harness(object):
 class _HttpPeer(object):
     """The server and client side of one HTTP request."""
 
-    def __init__(self, harness, body, disconnect, spec_version):
+    def __init__(self, harness, body, disconnect, spec_version, send_yields=1):
         self.h = harness
+        self.send_yields = send_yields
         self.body = body
         self.mode = disconnect
         self.raise_on_closed = spec_version >= "2.4"
@@ -342,9 +348,10 @@ class _HttpPeer(object):
                 self.gone.set()
         else:
             self.h.log("send", message=kind)
-        # Let other coroutines (e.g. a middleware's disconnect listener) run, as a real
-        # server's write would.
-        await asyncio.sleep(0)
+        # Let other coroutines (e.g. a middleware's disconnect listener) run as a real server's
+        # write would: as many times as the schedule says (never, once, several times).
+        for _ in range(self.send_yields):
+            await asyncio.sleep(0)
 
 
 class _WebSocketPeer(object):

@@ -101,3 +101,18 @@ def tasks_after_body_label(events):
     if body is None:
         return "no-body"
     return "after-body" if first_task > body else "before-body"
+
+
+def schedule_label(outcomes):
+    """One label for a clause observed under several schedules (spec/index.md#schedules).
+
+    ``outcomes``: ``{schedule: label}`` in the order run.  When every schedule gave the same
+    label, that label; otherwise ``schedule-dependent (<schedule>=<label> ...)``, so each
+    schedule's outcome stays in the label and the verdict (which grades every schedule's label)
+    conforms only when each schedule conforms.
+    """
+    distinct = set(outcomes.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "schedule-dependent (%s)" % " ".join("%s=%s" % item for item in outcomes.items())
+

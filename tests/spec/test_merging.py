@@ -104,7 +104,7 @@ def test_failing_injected_task_keeps_cleanup(record, harness, tmp_path):
     record.grade("EXEC-7", label)
 
 
-# -- RES-9: tasks added after the Response was built -------------------------------------------------
+# -- RES-9: tasks added after the Response was built ----------------------------------------------
 @pytest.mark.clause("RES-9")
 def test_tasks_added_after_the_response_was_built(record, harness):
     app = FastAPI()
@@ -123,7 +123,7 @@ def test_tasks_added_after_the_response_was_built(record, harness):
                                                         ex.warnings)})
 
 
-# -- RES-10: tasks added in a scope="function" teardown ----------------------------------------------
+# -- RES-10: tasks added in a scope="function" teardown -------------------------------------------
 @pytest.mark.clause("RES-10")
 def test_tasks_added_in_function_scope_teardown(record, harness):
     if "scope" not in inspect.signature(fastapi.Depends).parameters:
@@ -154,7 +154,7 @@ def test_tasks_added_in_function_scope_teardown(record, harness):
     grade_kept(record, "RES-10", labels)
 
 
-# -- RES-11: tasks added by a running task ---------------------------------------------------------
+# -- RES-11: tasks added by a running task --------------------------------------------------------
 @pytest.mark.clause("RES-11")
 def test_tasks_added_by_a_running_task(record, harness):
     refused = []
@@ -195,7 +195,7 @@ def test_tasks_added_by_a_running_task(record, harness):
     grade_kept(record, "RES-11", labels)
 
 
-# -- ATTACH-17: a response class whose instances carry their own background ---------------------------
+# -- ATTACH-17: a response class whose instances carry their own background -----------------------
 class CleanupJSONResponse(JSONResponse):
     """A response class that always sets its own background, as logging or cleanup classes do.
 

@@ -13,11 +13,13 @@ import os
 import pytest
 import webapp
 from labels_exec import completion_label, propagation_label, ran_label
-from oracle import first_index, is_final_body, tasks_after_body_label
+from oracle import first_index, is_final_body, schedule_label, tasks_after_body_label
 from starlette.background import BackgroundTask
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import PlainTextResponse, StreamingResponse
+
+from bgmatrix import vocabulary
 
 TIMEOUT = 5.0  # seconds per request: a hang becomes a recorded timeout, not a stalled run
 
@@ -33,15 +35,48 @@ def with_base_http(record, respond):
     return webapp.build(record, {"/": respond}, middleware=[(PassThrough, {})])
 
 
+def task_kinds(harness, fail_with=None):
+    """The task shapes of the schedule set: ``sync`` (starts late, in a worker thread),
+    ``async`` (raises or records at once) and ``async-awaits`` (awaits once first)."""
+
+    def sync():
+        harness.effect("task")
+        if fail_with:
+            raise RuntimeError(fail_with)
+
+    async def at_once():
+        harness.effect("task")
+        if fail_with:
+            raise RuntimeError(fail_with)
+
+    async def after_await():
+        await asyncio.sleep(0)
+        harness.effect("task")
+        if fail_with:
+            raise RuntimeError(fail_with)
+
+    return {"sync": sync, "async": at_once, "async-awaits": after_await}
+
+
+def schedules(harness, fail_with=None):
+    """Every (schedule name, send yields, task) of the set, in a fixed order."""
+    for kind, task in task_kinds(harness, fail_with).items():
+        for yields in vocabulary.SEND_YIELDS:
+            yield "%s/send-yields-%d" % (kind, yields), yields, task
+
+
 @pytest.mark.clause("MW-1")
 def test_base_http_delivers_body_before_tasks(record, harness):
-    def respond():
-        return PlainTextResponse("inner body", background=BackgroundTask(harness.sync_task("task")))
+    outcomes, evidence = {}, {}
+    for name, yields, task in schedules(harness):
+        def respond(task=task):
+            return PlainTextResponse("inner body", background=BackgroundTask(task))
 
-    ex = record.observe("request", harness.request(with_base_http(record, respond),
-                                                   timeout=TIMEOUT))
-    label = tasks_after_body_label(ex.events)
-    record.grade("MW-1", label)
+        ex = evidence[name] = harness.request(with_base_http(record, respond),
+                                              timeout=TIMEOUT, send_yields=yields)
+        outcomes[name] = tasks_after_body_label(ex.events)
+    record.observe("schedules", evidence)
+    record.grade("MW-1", schedule_label(outcomes), graded=list(outcomes.values()))
 
 
 # MW-2's ways a request ends, in ASGI terms.  "The connection closes normally": the client
@@ -101,19 +136,17 @@ MARKER = "inner task failed"
 
 @pytest.mark.clause("MW-3")
 def test_base_http_does_not_swallow_task_errors(record, harness):
-    async def failing():
-        harness.effect("task")
-        raise RuntimeError(MARKER)
+    outcomes, evidence = {}, {}
+    for name, yields, task in schedules(harness, fail_with=MARKER):
+        def respond(task=task):
+            return PlainTextResponse("inner body", background=BackgroundTask(task))
 
-    def respond():
-        return PlainTextResponse("inner body", background=BackgroundTask(failing))
-
-    probe = webapp.ExceptionProbe(with_base_http(record, respond))
-    ex = record.observe("request", harness.request(probe, timeout=TIMEOUT))
-    record.observe("left_app", probe.seen)
-    record.observe("task_ran", "task" in ex.effects)
-    label = propagation_label(probe.seen, "RuntimeError", MARKER)
-    record.grade("MW-3", label)
+        probe = webapp.ExceptionProbe(with_base_http(record, respond))
+        ex = harness.request(probe, timeout=TIMEOUT, send_yields=yields)
+        evidence[name] = {"request": ex, "left_app": probe.seen, "task_ran": "task" in ex.effects}
+        outcomes[name] = propagation_label(probe.seen, "RuntimeError", MARKER)
+    record.observe("schedules", evidence)
+    record.grade("MW-3", schedule_label(outcomes), graded=list(outcomes.values()))
 
 
 @pytest.mark.clause("MW-4")
