@@ -8,6 +8,7 @@ compares each with the unpatched release's.
 """
 
 import asyncio
+import logging
 import re
 import warnings
 from collections import Counter
@@ -72,20 +73,38 @@ def _text(exc):
                         else type(exc).__name__)[:300]
 
 
+class _Logged(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 def request(app, path):
-    """Send one GET; return what the request did: status, or the exception it raised, and
-    every warning issued meanwhile (all recorded, each time)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            status, raised = asyncio.run(_call(app, path)), None
-        except asyncio.TimeoutError:
-            raise  # the harness hung: fail the test
-        except Exception as exc:  # the app (or the build) raised: an observation
-            status, raised = None, _text(exc)
+    """Send one GET; return what the request did: status, or the exception it raised, every
+    warning issued meanwhile (all recorded, each time) and every WARNING-or-worse record of
+    FastAPI's logger (a signal production logging collects where warnings are filtered)."""
+    logged = _Logged()
+    logger = logging.getLogger("fastapi")
+    logger.addHandler(logged)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                status, raised = asyncio.run(_call(app, path)), None
+            except asyncio.TimeoutError:
+                raise  # the harness hung: fail the test
+            except Exception as exc:  # the app (or the build) raised: an observation
+                status, raised = None, _text(exc)
+    finally:
+        logger.removeHandler(logged)
     return {
         "status": status,
         "raised": raised,
+        "log_records": [f"{r.name} {r.levelname}: {_ADDRESS.sub('0x…', r.getMessage())}"
+                        for r in logged.records],
         "warnings": ["{}: {}".format(w.category.__name__, _ADDRESS.sub("0x…", str(w.message)))
                      for w in caught],
         "user_warning": any(issubclass(w.category, UserWarning) for w in caught),
@@ -123,10 +142,12 @@ def times(n):
 
 
 def with_signals(label, seen):
-    """The request's exception replaces the label; a UserWarning is appended to it."""
+    """The request's exception replaces the label; a UserWarning or a record on FastAPI's
+    logger is appended to it."""
     if seen["raised"]:
         return "raises " + seen["raised"].split(":")[0]
-    return label + (" + UserWarning" if seen["user_warning"] else "")
+    return (label + (" + UserWarning" if seen["user_warning"] else "")
+            + (" + log record" if seen.get("log_records") else ""))
 
 
 # -- the rows --------------------------------------------------------------------------------
@@ -327,7 +348,8 @@ def test_response_subclass_state(row):
     if facts["conflict"]["reference_background"] not in ("own", None):
         label += "; conflict: user's response.background replaced"
     worst = next((s for s in signals if s["raised"]), None) or {
-        "raised": None, "user_warning": any(s["user_warning"] for s in signals)}
+        "raised": None, "user_warning": any(s["user_warning"] for s in signals),
+        "log_records": [r for s in signals for r in s["log_records"]]}
     row.record("response-subclass-state", with_signals(label, worst), facts)
 
 
