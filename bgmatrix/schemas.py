@@ -5,6 +5,7 @@
     evidence     results/evidence/<hash>.json     (bgmatrix.evidence; one ``$defs`` kind each)
     run          results/run.json                 (bgmatrix.snapshot)
     regression   candidates/regression.json       (bgmatrix.run.candidates, bgmatrix.site)
+    cost         candidates/cost.json             (scripts/cost.py)
     compat       candidates/compat.json           (bgmatrix.run.compat)
 
 One validator per schema (or ``$defs`` entry) is built once per process: building one costs
