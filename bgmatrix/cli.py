@@ -38,6 +38,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "plan": ("bgmatrix.plan.planner", "refresh matrix/plan.json from the package index"),
     "report": ("bgmatrix.site.build", "generate the site from spec/ and results/, build it"),
     "cite": ("bgmatrix.site.cite", "print a GitHub-ready citation of a clause (or of one cell)"),
+    "brief": ("bgmatrix.site.brief",
+              "print the one-page decision brief for FastAPI #11215, as Markdown to paste"),
     "candidates": ("bgmatrix.run.candidates",
                    "run the candidate resolutions (or any FastAPI build) through the suite"),
     "compat": ("bgmatrix.run.compat", "run the compatibility apps on 0.165.0 and every candidate"),

@@ -31,7 +31,17 @@ from pathlib import Path
 
 from bgmatrix import evidence, results, spec
 from bgmatrix.plan import store
-from bgmatrix.site import cell_pages, changes, exports, matrix, model, pages, suite
+from bgmatrix.site import (
+    brief,
+    cell_pages,
+    changes,
+    decision,
+    exports,
+    matrix,
+    model,
+    pages,
+    suite,
+)
 from bgmatrix.spec import ROOT
 
 SITE = ROOT / "site"
@@ -81,7 +91,9 @@ def generate(
     page("index.md", pages.home(snapshot))
     data = matrix.matrix_data(snapshot)
     page("matrix.md", pages.matrix_page(snapshot, data))
-    page("decision.md", pages.decision(snapshot))
+    page("decision.md", decision.decision(snapshot))
+    for name, text in [*decision.extra_pages(snapshot), ("brief.md", brief.page(snapshot))]:
+        write(out / name, text)
     diff = changes.compare(previous, snapshot)
     page("changes.md", pages.changes_page(snapshot, diff))
 

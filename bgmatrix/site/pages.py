@@ -20,8 +20,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bgmatrix import vocabulary
-from bgmatrix.results import Result
-from bgmatrix.site import cite, model, regression, suite
+from bgmatrix.site import cite, model, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -382,107 +381,6 @@ def clauses_index(snapshot: model.Snapshot) -> str:
                          clause.keyword, clause.title, now])
         lines.append(raw(table(["Clause", "Keyword", "Title", "Newest release"], rows)))
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Decision
-
-
-def release_ranges(
-    snapshot: model.Snapshot, members: list[str], skip: set[str] | frozenset = frozenset(),
-    kind: str = "fastapi",
-) -> str:
-    """Compress releases into ranges of consecutive measured releases: ``0.10.0 – 0.99.1``;
-    releases in ``skip`` (measured nothing) do not break a range."""
-    order = [v for v in snapshot.by_release(kind) if v not in skip or v in members]
-    wanted = set(members)
-    ranges: list[list[str]] = []
-    for i, version in enumerate(order):
-        if version not in wanted:
-            continue
-        if ranges and i > 0 and order[i - 1] == ranges[-1][-1]:
-            ranges[-1].append(version)
-        else:
-            ranges.append([version])
-    return ", ".join(r[0] if len(r) == 1 else f"{r[0]} – {r[-1]}" for r in ranges)
-
-
-def _tally(outs: list[model.Outcome]) -> Markup:
-    counts = Counter(o[0] for o in outs)
-    order = ("conforms", "deviates", "n/a")
-    other = sum(n for v, n in counts.items() if v not in order)
-    return part("tally")([(v, counts[v]) for v in order if counts[v]], other)
-
-
-def decision(snapshot: model.Snapshot) -> str:
-    requirements = [c for c in snapshot.clauses if c.chapter == "resolution"]
-    lines = [
-        "---\nhide:\n  - toc\n---\n",  # the table needs the width
-        "# Decision",
-        "",
-        "Each resolution against each requirement of the "
-        "[resolution chapter](spec/resolution.md#requirements). Today's releases are grouped "
-        "by the [profile](spec/resolution.md#profiles) their conflict cases "
-        "(ATTACH-3, ATTACH-4, ATTACH-8) put them in; candidate patches appear as their "
-        "results arrive. A count is the number of cells with that verdict; the clause page "
-        "has the evidence.",
-        "",
-    ]
-    if not snapshot.results:
-        lines += [f"**{NO_RESULTS}**", ""]
-    head = ["Resolution", "Releases"] + [
-        link(clause_href("", c.id), c.id, title=c.title) for c in requirements]
-    groups: dict[str, list[str]] = {}
-    releases = snapshot.by_release("fastapi")
-    for version, cells in releases.items():
-        groups.setdefault(model.profile(cells), []).append(version)
-    rows = []
-    for name, versions in sorted(groups.items(), key=lambda kv: model.version_key(kv[1][0])):
-        cells = [r for v in versions for r in releases[v]]
-        skip = set(groups.get("unmeasured", []))
-        row = [part("strong")(f"today: {name}"), release_ranges(snapshot, versions, skip)]
-        row += [_tally([model.outcome(r, c.id) for r in cells]) for c in requirements]
-        rows.append(row)
-    for result in snapshot.cells("candidate"):
-        cid = result["cell"]["id"]
-        row = [part("strong")(Markup("candidate ") + text(result["cell"]["candidate"] or cid, 80)),
-               link(cell_href("", cid), f"profile {model.profile([result])}")]
-        row += [link(cell_href("", cid) + f"#t-{_test_index(result, c.id)}",
-                     outcome_html(model.outcome(result, c.id), short=True))
-                for c in requirements]
-        rows.append(row)
-    if rows:
-        lines.append(raw(part("scroll")(table(head, rows, class_="bgm-table bgm-decision"))))
-    if not snapshot.cells("candidate"):
-        lines.append("No candidate has been measured yet: candidates appear here when results "
-                     "with `kind: candidate` exist (see `candidates/`).\n")
-    lines += regression_section(regression.read())
-    lines += ["## The requirements", ""]
-    lines += [f"- [{c.id}](clauses/{c.id}.md) ({c.keyword}) — {c.title}" for c in requirements]
-    return "\n".join(lines) + "\n"
-
-
-def regression_section(record: regression.Record | None) -> list[str]:
-    """FastAPI's own test suite without and with each candidate (``regression.read``)."""
-    lines = ["## FastAPI's own tests", ""]
-    if record is None:
-        return lines + ["Not measured yet: `bgmatrix candidates --regression`.", ""]
-    rows = [[text(run.name, 80)] + [str(run.counts[f]) for f in regression.FIELDS]
-            + [Markup("; ").join(text(t, 200) for t in run.changed)
-               or ("" if run is record.base else "none")]
-            for run in (record.base, *record.patched)]
-    lines.append(raw(table([f"FastAPI {record.fastapi}", *regression.FIELDS,
-                            "tests whose outcome changed"], rows)))
-    lines += ["", "Measured by `bgmatrix candidates --regression` (FastAPI's `tests/` "
-              "from its source distribution, with its `tests` group and `[all]` extras).", ""]
-    return lines
-
-
-def _test_index(result: Result, clause_id: str) -> int:
-    for i, test in enumerate(result["tests"]):
-        if clause_id in test["clauses"]:
-            return i
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
