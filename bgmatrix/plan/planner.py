@@ -39,8 +39,10 @@ SLACK = timedelta(days=1)
 
 #: First FastAPI release with ``BackgroundTasks`` injection: nothing older can run the suite.
 FASTAPI_FLOOR = "0.10.0"
-#: First Starlette release with the ``BackgroundTasks`` class.
-STARLETTE_FLOOR = "0.9.9"
+#: First Starlette release with ``starlette.background`` (``BackgroundTask`` and a response's
+#: ``background``; the ``BackgroundTasks`` collection follows in 0.9.9). The suite finds what an
+#: old release lacks by capability, so every release back to this one gets a cell.
+STARLETTE_FLOOR = "0.3.3"
 
 #: Stands for "the newest release on the index" in the headline tables, so they never go stale.
 NEWEST = "newest"
@@ -68,6 +70,7 @@ HEADLINE_FASTAPI = (
 
 #: Starlette releases whose (only) cell is tagged ``headline``.
 HEADLINE_STARLETTE = (
+    "0.3.3",  # first with starlette.background (BackgroundTask only)
     "0.9.9",  # first with BackgroundTasks
     "0.11.4",  # last before 0.12: last ASGI 2 release
     "0.12.0",  # first ASGI 3 release

@@ -53,8 +53,11 @@ SERVE = WIRE_APPS / "serve.py"
 SUITE_DIR = ROOT / "tests" / "spec"
 
 #: The clauses wire mode observes; the FastAPI-level ones need FastAPI in the cell.
-CLAUSES = ("EXEC-1", "MW-1", "MW-2", "MW-7", "ATTACH-3", "ATTACH-6", "ISO-1")
-FASTAPI_LEVEL = ("ATTACH-3", "ATTACH-6", "ISO-1")
+CLAUSES = ("EXEC-1", "MW-1", "MW-2", "MW-7", "ATTACH-3", "ATTACH-6", "ISO-1", "ISO-6")
+FASTAPI_LEVEL = ("ATTACH-3", "ATTACH-6", "ISO-1", "ISO-6")
+#: ISO-6 on the wire: clients in flight at once, and the seconds they may take together.
+CONCURRENT_CLIENTS = 100
+CONCURRENT_BUDGET = 10.0
 STATES = ("ok", "wire-unavailable", "timeout", "error")
 
 INSTALL_TIMEOUT = 300  # seconds for installing uvicorn into the cell (a cold cache is slow)
@@ -614,6 +617,44 @@ def iso1(wire: Wire, requests: int = 3) -> dict:
     return _graded(conforms, label, evidence, settled, tuple(statuses))
 
 
+def iso6(wire: Wire, clients: int = CONCURRENT_CLIENTS) -> dict:
+    """ISO-6: ``clients`` concurrent httpx clients on loopback, each request adding two tasks
+    named after its run; every task must run once, inside its own request's call."""
+    import asyncio
+
+    wire.check("ISO-6")
+    runs = [f"c{n}" for n in range(clients)]
+
+    async def all_clients() -> list[int | None]:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=wire.server.base_url, trust_env=False,
+                                     limits=limits,
+                                     timeout=httpx.Timeout(CONCURRENT_BUDGET, connect=5.0)) as c:
+            async def one(run: str) -> int | None:
+                try:
+                    return (await c.get(f"/concurrent?run={run}")).status_code
+                except httpx.HTTPError:
+                    return None
+            return list(await asyncio.gather(*(one(run) for run in runs)))
+
+    statuses = asyncio.run(asyncio.wait_for(all_clients(), CONCURRENT_BUDGET))
+    deadline = time.monotonic() + SETTLE
+    while time.monotonic() < deadline:  # a bounded wait for every call to end
+        returned = {e["run"] for e in wire.log() if e["name"] == "app-returned"}
+        if returned >= set(runs):
+            break
+        time.sleep(_POLL)
+    settled = {e["run"] for e in wire.log() if e["name"] == "app-returned"} >= set(runs)
+    expected = {f"{run}-{s}": run for run in runs for s in ("a", "b")}
+    ran = [(e["name"], e["run"]) for e in wire.log()
+           if e["kind"] == "task" and e["name"] in expected]
+    label = suite_module("labels_life").crossing_label(expected, ran)
+    evidence = {"clients": clients, "statuses": sorted({str(s) for s in statuses}),
+                "tasks_expected": len(expected), "tasks_ran": len(ran)}
+    return _graded(label == "isolated", label, evidence, settled,
+                   tuple(s if s is not None else 0 for s in statuses))
+
+
 def scenarios(wire: Wire, fastapi_level: bool, into: dict[str, dict]) -> None:
     """Observe every clause wire mode covers, filling ``into`` as each one is done.
 
@@ -631,6 +672,7 @@ def scenarios(wire: Wire, fastapi_level: bool, into: dict[str, dict]) -> None:
         into["ATTACH-3"] = attach3(wire)
         into["ATTACH-6"] = attach6(wire)
         into["ISO-1"] = iso1(wire)
+        into["ISO-6"] = iso6(wire)
 
 
 # -- the entry point ---------------------------------------------------------------------------

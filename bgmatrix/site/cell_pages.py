@@ -142,6 +142,14 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
         link(f"{root}matrix.html", "matrix"),
     ]
     lines.append(raw(part("para")(Markup(" · ").join(summary))))
+    measured = prov["spec_version"]
+    if measured != snapshot.spec_version:
+        # Never shown as if it were the current spec: clauses added since are not in it, and
+        # IDs withdrawn since may be.
+        lines.append(raw(part("message")(
+            f"Measured against spec {measured}, not the current spec "
+            f"{snapshot.spec_version}: clauses added since are not measured in this cell "
+            f"until it is re-run.")))
     if result["message"]:
         lines.append(raw(part("message")(result["message"])))
     # Markup is counted (see templates/parts.html, verdict_table and tests_block).

@@ -9,6 +9,7 @@ log is the evidence every verdict is derived from.
 Runs unchanged on Python 3.8-3.13: no third-party imports, no newer syntax.
 """
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
@@ -32,6 +33,9 @@ CLOCK_HEADERS = ("date", "last-modified", "etag")
 
 _BODY_EXCERPT = 200  # bytes of each body message kept in the log: enough to identify it
 
+
+#: Which concurrent request's application call a coroutine runs in (Harness.concurrent).
+_REQUEST = contextvars.ContextVar("bgmatrix_request", default=None)
 
 #: The loggers whose records count as a signal: the frameworks' own (children included).
 SIGNAL_LOGGERS = ("fastapi", "starlette")
@@ -198,6 +202,71 @@ class Harness(object):
             app, scope, lambda: _HttpPeer(self, body, disconnect, spec_version, send_yields),
             timeout,
         )
+
+    def concurrent(self, app, paths, timeout=None):
+        """Send one GET per path to ``app`` all at once, in one event loop, and return the
+        status of each request, in the order of ``paths``.  During the run,
+        :meth:`current_request` names the request whose application call is running (a task
+        calls it to say where it ran).
+
+        Each request is its own ``asyncio`` task, so each has its own copy of the context:
+        a task started by request *i*'s call sees *i* even while 999 others are in flight.
+        """
+        statuses = [None] * len(paths)
+
+        async def one(index, path):
+            _REQUEST.set(index)
+            path, _, query = path.partition("?")
+            scope = {
+                "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+                "raw_path": path.encode("ascii"), "root_path": "",
+                "query_string": query.encode("ascii"), "headers": [(b"host", b"testserver")],
+                "client": ("127.0.0.1", 50000 + index % 10000), "server": ("testserver", 80),
+            }
+            sent = asyncio.Event()
+            requested = [False]
+
+            async def receive():
+                if not requested[0]:
+                    requested[0] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await sent.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    statuses[index] = message["status"]
+                elif message["type"] == "http.response.body" and not message.get("more_body"):
+                    sent.set()
+                await asyncio.sleep(0)
+
+            if _is_asgi2(app):
+                await app(scope)(receive, send)
+            else:
+                await app(scope, receive, send)
+
+        async def all_requests():
+            await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(asyncio.wait_for(
+                all_requests(), self.timeout if timeout is None else timeout))
+        except asyncio.TimeoutError:
+            self.hung = True
+            raise ScenarioTimeout("%d concurrent requests did not finish within %ss"
+                                  % (len(paths), timeout or self.timeout)) from None
+        finally:
+            _close_loop(loop)
+            asyncio.set_event_loop(None)
+        return statuses
+
+    @staticmethod
+    def current_request():
+        """The index of the :meth:`concurrent` request whose call runs in this context."""
+        return _REQUEST.get()
 
     def websocket(self, app, path="/", messages=(), timeout=None):
         """Open a WebSocket, send ``messages`` (text), and wait for the app to close it."""

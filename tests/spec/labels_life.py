@@ -159,3 +159,22 @@ def span_label(inside):
     if all(values):
         return "traced"
     return "partly-traced" if any(values) else "untraced"
+
+
+def crossing_label(expected, ran):
+    """ISO-6 over many concurrent requests.
+
+    ``expected``: tag -> the request that added it; ``ran``: (tag, request whose call it ran
+    in) in the order they ran.  ``crossed``: some task ran inside another request's call;
+    ``duplicate``: some task ran twice; ``lost``: some task never ran; ``isolated``: none.
+    """
+    seen = {}
+    for tag, where in ran:
+        seen.setdefault(tag, []).append(where)
+    if any(where != expected.get(tag) for tag, wheres in seen.items() for where in wheres):
+        return "crossed"
+    if any(len(wheres) > 1 for wheres in seen.values()):
+        return "duplicate"
+    if set(expected) - set(seen):
+        return "lost"
+    return "isolated"

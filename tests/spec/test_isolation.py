@@ -10,7 +10,13 @@ request.
 """
 import pytest
 from kind import require_fastapi
-from labels_life import changed_attributes, collection_label, combine, reuse_label
+from labels_life import (
+    changed_attributes,
+    collection_label,
+    combine,
+    crossing_label,
+    reuse_label,
+)
 
 fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, FastAPI  # noqa: E402
@@ -197,3 +203,47 @@ def test_identity_case_leaves_response_untouched(record, harness):
     record.observe("changed", changed)
     record.grade("ISO-3", "identity:" + mutation_label(changed),
                  graded=mutation_label(changed))
+
+
+CONCURRENT = 1000  # requests in flight at once on one app (issue: at least 1,000)
+
+
+@pytest.mark.clause("ISO-6")
+def test_concurrent_requests_keep_their_own_tasks(record, harness):
+    ran = []
+
+    def tagged(tag):
+        async def task():  # async: it runs in the request's own context, never a thread's
+            ran.append((tag, harness.current_request()))
+        return task
+
+    app = FastAPI()
+
+    @app.get("/data")
+    async def data(n: int, tasks: BackgroundTasks):
+        tasks.add_task(tagged("%d-a" % n))
+        tasks.add_task(tagged("%d-b" % n))
+        return {"n": n}
+
+    @app.get("/response")
+    async def response(n: int, tasks: BackgroundTasks):
+        tasks.add_task(tagged("%d-a" % n))
+        return PlainTextResponse(str(n))
+
+    paths, expected = [], {}
+    for n in range(CONCURRENT):
+        kind = "data" if n % 2 == 0 else "response"
+        paths.append("/%s?n=%d" % (kind, n))
+        expected["%d-a" % n] = n
+        if kind == "data":
+            expected["%d-b" % n] = n
+    statuses = harness.concurrent(app, paths, timeout=60)
+    label = crossing_label(expected, ran)
+    record.observe("requests", len(paths))
+    record.observe("statuses", sorted(set(str(s) for s in statuses)))
+    record.observe("tasks_expected", len(expected))
+    record.observe("tasks_ran", len(ran))
+    record.observe("first_problems", [
+        {"tag": tag, "ran_in": w, "added_in": expected.get(tag)}
+        for tag, w in ran if w != expected.get(tag)][:10])
+    record.grade("ISO-6", label)

@@ -3,10 +3,11 @@
 The Starlette-level chapters (spec/execution.md, spec/middleware.md) are checked in FastAPI
 cells and in pure-Starlette cells alike.  This module builds the same small app on either
 framework: FastAPI when it is importable and the cell is not a Starlette cell
-(``BGMATRIX_KIND``), pure Starlette otherwise.  Only APIs present from Starlette 0.9.9 to 1.x and
-FastAPI 0.10.0 on are used: ``add_route`` / ``add_api_route``, ``add_middleware`` and
-``add_exception_handler`` (Starlette 1.0 removed the ``route`` and ``middleware`` decorators, and
-``Starlette(routes=..., middleware=...)`` is newer than 0.9.9).
+(``BGMATRIX_KIND``), pure Starlette otherwise.  Only APIs present from Starlette 0.3.3 to 1.x and
+FastAPI 0.10.0 on are used: ``add_route`` / ``add_api_route``, ``add_middleware`` (wrapped by
+hand before Starlette 0.5) and ``add_exception_handler`` (Starlette 1.0 removed the ``route``
+and ``middleware`` decorators, and ``Starlette(routes=..., middleware=...)`` is newer than
+0.9.9).
 
 Starlette before 0.12 speaks ASGI 2, so the pure ASGI pieces here (the relaying middleware and
 the exception probe) adapt to the interface of the Starlette they run with.
@@ -58,10 +59,13 @@ def build(record, routes, middleware=(), exception_handlers=()):
     app = fastapi.FastAPI() if fastapi else Starlette()
     for path, handler in routes.items():
         _add_route(app, path, handler)
-    for cls, options in middleware:
-        app.add_middleware(cls, **options)
     for key, handler in exception_handlers:
         app.add_exception_handler(key, handler)
+    for cls, options in middleware:
+        if hasattr(app, "add_middleware"):
+            app.add_middleware(cls, **options)
+        else:  # Starlette before 0.5 has no add_middleware: wrap by hand, outermost last
+            app = cls(app, **options)
     return app
 
 

@@ -103,7 +103,8 @@ def test_a_clause_without_a_test_is_caught(tmp_path):
     assert untested_clauses(spec_copy(tmp_path / "plain")) == []
     copy = spec_copy(tmp_path / "spec")
     extra = (
-        "\n### ZZZ-1 — An untested clause {#ZZZ-1}\n\nLevel: FastAPI · Scenarios: 1\n\n"
+        "\n### ZZZ-1 — An untested clause {#ZZZ-1}\n\n"
+        "Level: FastAPI · Scenarios: 1 · Since: 0.2.0 · Scope: #11215\n\n"
         "**MUST.** Something MUST happen.\n"
     )
     with open(copy / "resolution.md", "a", encoding="utf-8") as fh:

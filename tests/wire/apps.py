@@ -27,6 +27,7 @@ request in flight" is a module-level value.  Only APIs present from Starlette 0.
 FastAPI 0.10.0 on are used (see tests/spec/webapp.py for the same choices).  Python 3.8+.
 """
 import asyncio
+import contextvars
 import inspect
 import json
 import os
@@ -86,11 +87,15 @@ INTERFACE = "asgi2" if STARLETTE_ASGI2 else "asgi3"
 
 _current = {"run": None, "query": {}, "asgi": None}
 _lock = threading.Lock()
+#: The request whose application call runs in this context: exact under concurrency (each
+#: request is its own task), where ``_current`` names only the newest request.  A worker
+#: thread of an old Starlette does not inherit the context and falls back to ``_current``.
+_RUN = contextvars.ContextVar("bgmatrix_wire_run", default=None)
 
 
 def effect(name, kind="task", origin=None, run=None, **fields):
     """Append one line to the effect log.  Called from the loop and from worker threads."""
-    record = {"kind": kind, "name": name, "run": run or _current["run"]}
+    record = {"kind": kind, "name": name, "run": run or _RUN.get() or _current["run"]}
     record["origin"] = origin or record["run"]
     record.update(fields)
     line = json.dumps(record, sort_keys=True) + "\n"
@@ -119,7 +124,7 @@ def query(name, default=""):
 
 def sync_effect(name):
     """A plain task recording ``name``; its origin is the request that created it."""
-    origin = _current["run"]
+    origin = _RUN.get() or _current["run"]
 
     def task():
         effect(name, origin=origin)
@@ -128,7 +133,7 @@ def sync_effect(name):
 
 
 def async_effect(name):
-    origin = _current["run"]
+    origin = _RUN.get() or _current["run"]
 
     async def task():
         effect(name, origin=origin)
@@ -299,7 +304,15 @@ def _fastapi_routes(app):
 
         return endpoint
 
+    async def concurrent(tasks: BackgroundTasks):
+        """ISO-6: one of many requests in flight at once; each task records its own run."""
+        run = _RUN.get()
+        for suffix in ("a", "b"):
+            tasks.add_task(async_effect(f"{run}-{suffix}"))
+        return {"run": run}
+
     app.add_api_route("/attach3", attach3, methods=["GET"])
+    app.add_api_route("/concurrent", concurrent, methods=["GET"])
     app.add_api_route("/attach6", attach6, methods=["GET"])
     for variant in shared:
         app.add_api_route("/iso/" + variant, reuse(variant), methods=["GET"])
@@ -365,6 +378,7 @@ class _Root:
         params = parse_qs(raw.decode("latin-1"))
         run = params.get("run", [None])[0]
         _current["run"] = run
+        _RUN.set(run)
         _current["query"] = {k: v[-1] for k, v in params.items()}
         _current["asgi"] = {"asgi": scope.get("asgi"), "http_version": scope.get("http_version")}
         return run
