@@ -151,6 +151,8 @@ EXPECTATIONS: Dict[str, Expectation] = {
     "ISO-2": _expect("unchanged after every request: the same single task", "unchanged"),
     "ISO-3": _expect("untouched: the returned Response still has the background the app gave "
                      "it", "untouched"),
+    "ISO-6": _expect("isolated: every task ran once, inside the call of the request that "
+                     "added it", "isolated"),
     "ISO-5": _expect("untouched: the app's BackgroundTask(s) keep their tasks, functions and "
                      "arguments", "untouched"),
     # resolution (spec/resolution.md)
@@ -270,3 +272,38 @@ def disagreements(raw_clauses: dict, wire_clauses: dict) -> List[dict]:
         elif differing or bare_differs:
             found.append(dict(entry, kind="label", cases=differing))
     return found
+
+
+# -- shapes: dependency sites, exception handlers, sync endpoints (SHAPE-10 to SHAPE-16) ---------
+EXPECTATIONS.update({
+    "SHAPE-10": _expect("ran: at every site, with a data and a Response return", *RAN_ONCE),
+    "SHAPE-11": _expect(_CONFLICT_TEXT + ", at every site", *NOT_SILENT),
+    "SHAPE-12": _expect("called: the dependency declared at each site runs once per request",
+                        "called"),
+    "SHAPE-13": _expect("not-run: a handled failure's injected task does not run", "not-run"),
+    "SHAPE-14": _expect("ran: the background of the handler's response runs", *RAN_ONCE),
+    "SHAPE-15": _expect("not-run: a task a dependency added before validation failed does "
+                        "not run", "not-run"),
+    "SHAPE-16": _expect("same: a def endpoint's label equals the async def one's in every case",
+                        "same"),
+})
+
+
+# -- shapes: response classes, HEAD, replacing middleware, mounts, declarations (SHAPE-1 to 9) ---
+EXPECTATIONS.update({
+    "SHAPE-1": _expect("ran: every response class, constructed without background", *RAN_ONCE),
+    "SHAPE-2": _expect(_CONFLICT_TEXT + ", with every response class", *NOT_SILENT),
+    "SHAPE-3": _expect("ran: on HEAD routes and with 204/304 responses", *RAN_ONCE),
+    "SHAPE-4": _expect("refused+no-task: a refused method runs no task (or the route serves "
+                       "it and the task runs once)",
+                       "refused+no-task", "served+ran", "served+false-warning"),
+    "SHAPE-5": _expect("ran: the endpoint's tasks and the replacement's own, each once in "
+                       "any order, or a qualifying signal reports the loss",
+                       *(RAN_ONCE + ("reordered", "warned+none-ran", "warned+partial"))),
+    "SHAPE-6": _expect("ran: in mounted apps and nested routers", *RAN_ONCE),
+    "SHAPE-7": _expect(_CONFLICT_TEXT + ", in mounted apps and nested routers", *NOT_SILENT),
+    "SHAPE-8": _expect("ran once, or the declaration is refused loudly (rejected, "
+                       "not-injected)", *(RAN_ONCE + ("rejected", "not-injected"))),
+    "SHAPE-9": _expect(_CONFLICT_TEXT + ", when the response's own background is empty",
+                       *NOT_SILENT),
+})
