@@ -32,6 +32,7 @@ CHAPTERS = (
     "lifecycle",
     "isolation",
     "middleware",
+    "shapes",
     "resolution",
 )
 
