@@ -26,8 +26,6 @@ except ImportError:
     GZipMiddleware = None
 from starlette.responses import PlainTextResponse, StreamingResponse
 
-from bgmatrix import vocabulary
-
 TIMEOUT = 5.0  # seconds per request: a hang becomes a recorded timeout, not a stalled run
 
 
@@ -51,42 +49,12 @@ def with_base_http(record, respond):
     return webapp.build(record, {"/": respond}, middleware=[(PassThrough, {})])
 
 
-def task_kinds(harness, fail_with=None):
-    """The task shapes of the schedule set: ``sync`` (starts late, in a worker thread),
-    ``async`` (raises or records at once) and ``async-awaits`` (awaits once first)."""
-
-    def sync():
-        harness.effect("task")
-        if fail_with:
-            raise RuntimeError(fail_with)
-
-    async def at_once():
-        harness.effect("task")
-        if fail_with:
-            raise RuntimeError(fail_with)
-
-    async def after_await():
-        await asyncio.sleep(0)
-        harness.effect("task")
-        if fail_with:
-            raise RuntimeError(fail_with)
-
-    return {"sync": sync, "async": at_once, "async-awaits": after_await}
-
-
-def schedules(harness, fail_with=None):
-    """Every (schedule name, send yields, task) of the set, in a fixed order."""
-    for kind, task in task_kinds(harness, fail_with).items():
-        for yields in vocabulary.SEND_YIELDS:
-            yield "%s/send-yields-%d" % (kind, yields), yields, task
-
-
 @pytest.mark.clause("MW-1")
 def test_base_http_delivers_body_before_tasks(record, harness):
     if not has(record, BaseHTTPMiddleware, "starlette.middleware.base.BaseHTTPMiddleware"):
         return
     outcomes, evidence = {}, {}
-    for name, yields, task in schedules(harness):
+    for name, yields, task in webapp.schedules(harness):
         def respond(task=task):
             return PlainTextResponse("inner body", background=BackgroundTask(task))
 
@@ -159,7 +127,7 @@ def test_base_http_does_not_swallow_task_errors(record, harness):
     if not has(record, BaseHTTPMiddleware, "starlette.middleware.base.BaseHTTPMiddleware"):
         return
     outcomes, evidence = {}, {}
-    for name, yields, task in schedules(harness, fail_with=MARKER):
+    for name, yields, task in webapp.schedules(harness, fail_with=MARKER):
         def respond(task=task):
             return PlainTextResponse("inner body", background=BackgroundTask(task))
 
@@ -201,21 +169,25 @@ def test_background_set_in_dispatch(record, harness, variant):
 def test_gzip_sends_last_chunk_before_tasks(record, harness, case):
     if not has(record, GZipMiddleware, "starlette.middleware.gzip.GZipMiddleware"):
         return
-    def respond():
-        task = BackgroundTask(harness.sync_task("task"))
-        if case == "response":
-            return PlainTextResponse("x" * 1000, background=task)
-        return StreamingResponse(webapp.chunks(3, size=400), media_type="text/plain",
-                                 background=task)
+    outcomes, evidence, compressed = {}, {}, set()
+    for name, yields, task in webapp.schedules(harness):
+        def respond(task=task):
+            if case == "response":
+                return PlainTextResponse("x" * 1000, background=BackgroundTask(task))
+            return StreamingResponse(webapp.chunks(3, size=400), media_type="text/plain",
+                                     background=BackgroundTask(task))
 
-    # Both bodies are well above the threshold, so the middleware compresses and buffers.
-    app = webapp.build(record, {"/": respond},
-                       middleware=[(GZipMiddleware, {"minimum_size": 100})])
-    ex = record.observe("request", harness.request(app, headers=[("accept-encoding", "gzip")],
-                                                   timeout=TIMEOUT))
-    record.observe("compressed", ex.header("content-encoding") == ["gzip"])
-    label = tasks_after_body_label(ex.events)
-    record.grade("MW-5", "%s:%s" % (case, label), graded=label)
+        # Both bodies are well above the threshold, so the middleware compresses and buffers.
+        app = webapp.build(record, {"/": respond},
+                           middleware=[(GZipMiddleware, {"minimum_size": 100})])
+        ex = evidence[name] = harness.request(app, headers=[("accept-encoding", "gzip")],
+                                              timeout=TIMEOUT, send_yields=yields)
+        compressed.add(ex.header("content-encoding") == ["gzip"])
+        outcomes[name] = tasks_after_body_label(ex.events)
+    record.observe("schedules", evidence)
+    record.observe("compressed", sorted(compressed))
+    record.grade("MW-5", "%s:%s" % (case, schedule_label(outcomes)),
+                 graded=list(outcomes.values()))
 
 
 @pytest.mark.clause("MW-6")
@@ -225,14 +197,18 @@ def test_pure_asgi_middleware_preserves_order(record, harness, tmp_path, case):
     if path is None:
         return
 
-    def respond():
-        return webapp.response_case(case, BackgroundTask(harness.sync_task("task")), path)
+    outcomes, evidence = {}, {}
+    for name, yields, task in webapp.schedules(harness):
+        def respond(task=task):
+            return webapp.response_case(case, BackgroundTask(task), path)
 
-    app = webapp.build(record, {"/": respond},
-                       middleware=[(webapp.RelayMiddleware, {"harness": harness})])
-    ex = record.observe("request", harness.request(app, timeout=TIMEOUT))
-    label = tasks_after_body_label(ex.events)
-    record.grade("MW-6", "%s:%s" % (case, label), graded=label)
+        app = webapp.build(record, {"/": respond},
+                           middleware=[(webapp.RelayMiddleware, {"harness": harness})])
+        ex = evidence[name] = harness.request(app, timeout=TIMEOUT, send_yields=yields)
+        outcomes[name] = tasks_after_body_label(ex.events)
+    record.observe("schedules", evidence)
+    record.grade("MW-6", "%s:%s" % (case, schedule_label(outcomes)),
+                 graded=list(outcomes.values()))
 
 
 def disconnect_mid_body(record, harness, case, tmp_path, spec_version):

@@ -14,6 +14,7 @@ the exception probe) adapt to the interface of the Starlette they run with.
 
 Python 3.8 compatible; no third-party imports besides the framework.
 """
+import asyncio
 import importlib
 import inspect
 import os
@@ -21,6 +22,8 @@ import os
 import starlette
 from kind import starlette_only
 from starlette.applications import Starlette
+
+from bgmatrix import vocabulary
 
 # Outside Starlette-only cells FastAPI must import; an ImportError is the release's
 # import-error, never a silent fallback to pure Starlette apps.
@@ -237,3 +240,37 @@ class ExceptionProbe(object):
         except BaseException as exc:
             self.seen = describe_exception(exc)
             raise
+
+
+# -- schedules (spec/index.md#schedules) ------------------------------------------------------
+
+
+def task_kinds(harness, fail_with=None):
+    """The task shapes of the schedule set (spec/index.md#schedules): ``sync`` (starts late,
+    in a worker thread), ``async`` (acts at once) and ``async-awaits`` (awaits once first);
+    each records the effect ``task`` and, with ``fail_with``, then raises RuntimeError."""
+
+    def sync():
+        harness.effect("task")
+        if fail_with:
+            raise RuntimeError(fail_with)
+
+    async def at_once():
+        harness.effect("task")
+        if fail_with:
+            raise RuntimeError(fail_with)
+
+    async def after_await():
+        await asyncio.sleep(0)
+        harness.effect("task")
+        if fail_with:
+            raise RuntimeError(fail_with)
+
+    return {"sync": sync, "async": at_once, "async-awaits": after_await}
+
+
+def schedules(harness, fail_with=None):
+    """Every (schedule name, send yields, task) of the set, in a fixed order."""
+    for kind, task in task_kinds(harness, fail_with).items():
+        for yields in vocabulary.SEND_YIELDS:
+            yield "%s/send-yields-%d" % (kind, yields), yields, task
