@@ -42,6 +42,9 @@ VERBS: dict[str, tuple[str, str]] = {
               "print the one-page decision brief for FastAPI #11215, as Markdown to paste"),
     "candidates": ("bgmatrix.run.candidates",
                    "run the candidate resolutions (or any FastAPI build) through the suite"),
+    "upstream": ("bgmatrix.run.upstream",
+                 "check the upstream-ready PR: FastAPI's full suite with coverage of the lines "
+                 "it adds"),
     "compat": ("bgmatrix.run.compat", "run the compatibility apps on 0.165.0 and every candidate"),
     "shard": ("bgmatrix.run.shards", "CI's split: run shard K of N, merge shards, list the jobs"),
     "watch": ("bgmatrix.run.watch",

@@ -5,6 +5,7 @@
     evidence     results/evidence/<hash>.json     (bgmatrix.evidence; one ``$defs`` kind each)
     run          results/run.json                 (bgmatrix.snapshot)
     regression   candidates/regression.json       (bgmatrix.run.candidates, bgmatrix.site)
+    upstream     candidates/upstream/check.json   (bgmatrix.run.upstream)
     cost         candidates/cost.json             (scripts/cost.py)
     compat       candidates/compat.json           (bgmatrix.run.compat)
 
