@@ -24,7 +24,7 @@ GRADED = ("conforms", "deviates")
 MERGE_LABELS = ("merge", "merge-reordered", "warn+merge", "warn+merge-reordered")
 #: Merges in the order RES-6 asks for: injected tasks first.
 MERGED = ("merge", "warn+merge")
-#: Conflict labels in which no task was lost without a qualifying warning.
+#: Conflict labels in which no task was lost without a qualifying signal.
 NOT_SILENT = MERGE_LABELS + ("warn", "warn+replace", "warn+partial", "warn+lost-all")
 #: Each task ran exactly once, in order; a needless warning is RES-3's concern, not these.
 RAN_ONCE = ("ran", "false-warning")
@@ -85,7 +85,7 @@ def _cases(prefix: str, labels: Iterable[str]) -> Tuple[str, ...]:
     return tuple(prefix + label for label in labels)
 
 
-_CONFLICT_TEXT = "injected tasks run, or a qualifying warning reports their loss"
+_CONFLICT_TEXT = "injected tasks run, or a qualifying signal reports their loss"
 
 #: Expectation key -> what it asks.  A key is a clause ID, or ``<clause>/<case>`` when one
 #: clause is graded by tests that expect different things of it (RES-3 in the ordinary and the
@@ -158,9 +158,9 @@ EXPECTATIONS: Dict[str, Expectation] = {
     # resolution (spec/resolution.md)
     "RES-2": _expect("each task exactly once, unless a warning reports it did not run",
                      *(RAN_ONCE + WARNED_NOT_DUPLICATE)),
-    "RES-3": _expect("clean: no qualifying warning where every task ran once", "clean"),
+    "RES-3": _expect("clean: no qualifying signal where every task ran once", "clean"),
     "RES-3/declared-but-unused": _expect("clean", "clean"),
-    "RES-3/conflict": _expect("no qualifying warning when every task ran",
+    "RES-3/conflict": _expect("no qualifying signal when every task ran",
                               "merge", "merge-reordered"),
     "RES-6": _expect(
         "merge: injected tasks in the order added, then the response's own background",
