@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Optional, TypedDict, cast
+from typing import Any, Literal, NotRequired, Optional, TypedDict, cast
 
 from bgmatrix import evidence, schemas
 from bgmatrix.errors import BgmatrixError
@@ -57,6 +57,8 @@ class CellOfResult(TypedDict):
     cutoff: Optional[str]
     in_declared_range: Optional[bool]
     candidate: Optional[str]
+    # Candidate cells only: the sha256 of the base sdist and of the patch, or of the wheel.
+    build: NotRequired[dict[str, str]]
 
 
 class _Reason(TypedDict, total=False):

@@ -301,6 +301,7 @@ class Build:
     wheel: Path
     fastapi: str  # the version the wheel declares
     patched: bool  # a patch to the base release: it runs with the base release's cutoff
+    patch: Path | None = None  # that patch, whose content the result records (see build_record)
 
 
 def slug(label: str) -> str:
@@ -310,7 +311,8 @@ def slug(label: str) -> str:
 def resolve(target: str, base: Base) -> Build:
     """Turn a command-line target into a built wheel, or raise one line saying why not."""
     if target in names():
-        return Build(target, patched_wheel(patch_path(target), base, target), base.fastapi, True)
+        patch = patch_path(target)
+        return Build(target, patched_wheel(patch, base, target), base.fastapi, True, patch)
     if target.startswith("git+"):
         return _from_vcs(target)
     path = Path(target).expanduser()
@@ -324,7 +326,8 @@ def resolve(target: str, base: Base) -> Build:
         return _from_tree(path, path.resolve().name)
     if path.suffix == ".patch":
         label = slug(path.stem)
-        return Build(path.stem, patched_wheel(path, base, f"patch-{label}"), base.fastapi, True)
+        return Build(path.stem, patched_wheel(path, base, f"patch-{label}"), base.fastapi, True,
+                     path.resolve())
     if path.name.endswith(".whl"):
         return _from_wheel(path)
     if path.name.endswith((".tar.gz", ".zip")):
@@ -424,6 +427,28 @@ def _from_vcs(url: str) -> Build:
 # -- running the spec suite --------------------------------------------------------------------
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_record(build_: Build, base: Base) -> dict[str, str]:
+    """What exactly was graded (schema/result.schema.json ``cell.build``).
+
+    A patch to the base release is named by its inputs, the base source distribution and the
+    patch, byte for byte: the wheel built from them is a product, rebuilt from the same two
+    files.  Any other build (a wheel, a source tree, a source distribution, a git URL) is named
+    by the wheel the suite installed, the one thing all of them have in common.
+    """
+    if build_.patch is not None:
+        return {"base_sdist_sha256": sha256_file(sdist_path(base.fastapi)),
+                "patch_sha256": sha256_file(build_.patch)}
+    return {"wheel_sha256": sha256_file(build_.wheel)}
+
+
 def candidate_cell(build_: Build, base: Base) -> dict:
     """The cell a build runs in: the base environment, with the build instead of FastAPI."""
     return {
@@ -437,6 +462,7 @@ def candidate_cell(build_: Build, base: Base) -> dict:
         "cutoff": base.cutoff if build_.patched else None,
         "in_declared_range": base.in_declared_range if build_.patched else None,
         "candidate": build_.label,
+        "build": build_record(build_, base),
         "tags": ["candidate"],
     }
 
@@ -447,6 +473,8 @@ def run(target: str | Build, results_dir: Path = results.RESULTS_DIR) -> results
     build_ = target if isinstance(target, Build) else resolve(target, base)
     cell_ = candidate_cell(build_, base)
     result = runner.run_cell(cell_, install=[str(build_.wheel), f"starlette=={base.starlette}"])
+    # The runner keeps the cell fields every kind has; the build is a candidate's own.
+    result["cell"]["build"] = cell_["build"]
     results.write(results_dir / f"{cell_['id']}.json", result,
                   current_methods=runner.current_methods())
     return result

@@ -5,6 +5,7 @@ and runs them.  Tests that need the FastAPI source distribution use the cached c
 without it, except the ``live`` ones, which download it.
 """
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from bgmatrix import results
 from bgmatrix.run import candidates, runner
 from bgmatrix.spec import ROOT
 
-EXPECTED = ["merge-injected-first-in-place", "merge-response-first", "recommended", "warn"]
+EXPECTED = ["copy-on-send", "merge-fastapi-tasks", "merge-injected-first-in-place",
+            "merge-response-first", "pr-15357", "recommended", "recommended-in-place", "warn",
+            "warn-on-loss"]
 
 
 def run_cli(*args):
@@ -38,7 +41,7 @@ def cached_sdist(base):
         pytest.skip(f"FastAPI {base.fastapi} source distribution not available: {exc}")
 
 
-def test_the_four_candidates_are_there():
+def test_the_candidates_are_there():
     assert candidates.names() == EXPECTED
 
 
@@ -88,18 +91,63 @@ def test_build_downloads_the_sdist_and_builds_a_patched_wheel():
     assert candidates.build("recommended") == wheel  # cached by content
 
 
-def test_candidate_cells_fit_the_result_schema(base, tmp_path):
-    build = candidates.Build("recommended", tmp_path / "x.whl", base.fastapi, True)
+def _with_build(result, c):
+    """What ``candidates.run`` does: the runner keeps the common fields, run adds the build."""
+    result["cell"]["build"] = c["build"]
+    return result
+
+
+def test_candidate_cells_fit_the_result_schema(base, cached_sdist, tmp_path):
+    patch = candidates.patch_path("recommended")
+    build = candidates.Build("recommended", tmp_path / "x.whl", base.fastapi, True, patch)
     c = candidates.candidate_cell(build, base)
     assert c["id"] == "candidate-recommended_py3.11"
     assert (c["kind"], c["candidate"], c["fastapi"]) == ("candidate", "recommended", base.fastapi)
     assert c["cutoff"] == base.cutoff
     provenance = {"spec_version": "0", "suite_hash": "0", "tools": {}}
-    results.validate(runner.result_for(c, "install-error", "why", provenance), "candidate")
+    results.validate(_with_build(runner.result_for(c, "install-error", "why", provenance), c),
+                     "candidate")
+    wheel = tmp_path / "x.whl"
+    wheel.write_bytes(b"not really a wheel")
     foreign = candidates.candidate_cell(
-        candidates.Build("fastapi@my branch", tmp_path / "x.whl", "0.200.0", False), base)
+        candidates.Build("fastapi@my branch", wheel, "0.200.0", False), base)
     assert foreign["id"] == "candidate-fastapi-my-branch_py3.11"
     assert foreign["cutoff"] is None
+    results.validate(_with_build(runner.result_for(foreign, "install-error", "why",
+                                                   provenance), foreign), "candidate")
+
+
+def test_a_candidate_records_the_exact_inputs_it_was_built_from(base, cached_sdist, tmp_path):
+    patch = candidates.patch_path("warn")
+    patched = candidates.Build("warn", tmp_path / "absent.whl", base.fastapi, True, patch)
+    # A patch build is named by its two inputs; its wheel need not even exist any more.
+    assert candidates.build_record(patched, base) == {
+        "base_sdist_sha256": hashlib.sha256(cached_sdist.read_bytes()).hexdigest(),
+        "patch_sha256": hashlib.sha256(patch.read_bytes()).hexdigest(),
+    }
+    wheel = tmp_path / "fastapi-0.200.0-py3-none-any.whl"
+    wheel.write_bytes(b"some wheel")
+    other = candidates.Build(wheel.stem, wheel, "0.200.0", False)
+    assert candidates.build_record(other, base) == {
+        "wheel_sha256": hashlib.sha256(b"some wheel").hexdigest()}
+    # The schema takes exactly one of the two shapes, each digest a full lowercase sha256.
+    provenance = {"spec_version": "0", "suite_hash": "0", "tools": {}}
+    c = candidates.candidate_cell(other, base)
+    for bad in ({"wheel_sha256": "ABC"}, {"patch_sha256": "0" * 64},
+                {**c["build"], "patch_sha256": "0" * 64}, {}):
+        with pytest.raises(results.ResultError):
+            results.validate(_with_build(runner.result_for(
+                {**c, "build": bad}, "install-error", "why", provenance), {"build": bad}),
+                "candidate")
+
+
+def test_resolve_keeps_the_patch_of_a_candidate_and_of_a_patch_file(base, monkeypatch,
+                                                                    tmp_path):
+    monkeypatch.setattr(candidates, "patched_wheel", lambda patch, base, label: tmp_path)
+    assert candidates.resolve("warn", base).patch == candidates.patch_path("warn")
+    mine = tmp_path / "mine.patch"
+    mine.write_text("# Candidate: mine\n")
+    assert candidates.resolve(str(mine), base).patch == mine.resolve()
 
 
 # -- bad targets: one line on stderr, exit 2, nothing written ----------------------------------

@@ -74,13 +74,15 @@ def test_only_the_discard_option_drops_wire_evidence(fake_runs, tmp_path, monkey
 
 def test_a_candidate_rerun_keeps_its_wire_evidence(fake_runs, tmp_path, monkeypatch):
     base = candidates.Base("1.0.0", "1.0.0", "3.11", "2026-01-01T00:00:00Z", True)
+    (tmp_path / "x.whl").write_bytes(b"a wheel")  # the result records its sha256
     build = candidates.Build("x", tmp_path / "x.whl", "1.0.0", True)
     cell = candidates.candidate_cell(build, base)
     fake = runner.run_cell
 
     def as_candidate(c, install=None):
         data = fake(c)
-        data["cell"].update(id=c["id"], kind="candidate", candidate="x", fastapi="1.0.0")
+        data["cell"].update(id=c["id"], kind="candidate", candidate="x", fastapi="1.0.0",
+                            build=c["build"])
         return data
 
     monkeypatch.setattr(runner, "run_cell", as_candidate)
