@@ -67,9 +67,6 @@ BUILD_TIMEOUT = 600  # seconds; a cold cache fetches the build backend first
 CLONE_TIMEOUT = 600
 FASTAPI_SUITE_TIMEOUT = 3600  # FastAPI's own suite takes minutes on two cores, never an hour
 
-#: Shown after a run besides RES-*: the conflict, identity, unused and isolation cases.
-SHOWN_WITH_RES = ("ATTACH-3", "ATTACH-6", "ATTACH-7", "ISO-1", "ISO-3")
-
 #: FastAPI's own suite with its own configuration (warnings are errors, 20 s per test), minus
 #: the cache folder and the progress bar; JUnit XML gives every test's outcome to compare.
 FASTAPI_SUITE_ARGS = ("-p", "no:cacheprovider", "-p", "no:sugar", "-q", "-rfE")
@@ -481,19 +478,19 @@ def run(target: str | Build, results_dir: Path = results.RESULTS_DIR) -> results
 
 
 def requirement_ids() -> list[str]:
-    """The resolution requirements, RES-1 to RES-n, from spec/ (the one source of IDs)."""
-    return [c.id for c in spec.load() if c.id.startswith("RES-")]
+    """The clauses a resolution is graded on, from spec/ (the one source of the list)."""
+    return spec.resolution_requirements()
 
 
 def describe(result: Mapping[str, Any]) -> str:
-    """A candidate's verdict per RES requirement, then the cases the requirements rest on."""
+    """A candidate's verdict on every requirement a resolution is graded on, in spec order."""
     c = result["cell"]
     lines = [f"{c['id']} ({c['candidate']}): {result['state']} — fastapi {c['fastapi']}, "
              f"starlette {c['starlette']}, python "
              f"{result['provenance'].get('python') or c['python']}"]
     if result["message"]:
         lines.append("  " + result["message"].splitlines()[-1][:300])
-    for cid in requirement_ids() + list(SHOWN_WITH_RES):
+    for cid in requirement_ids():
         v = result["clauses"].get(cid)
         if v is None:
             lines.append(f"  {cid:<9} (not in this result)")

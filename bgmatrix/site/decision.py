@@ -66,30 +66,9 @@ class DecisionInputError(BgmatrixError):
 # The requirements, from the spec
 
 
-_REQUIREMENTS = re.compile(r"^## [^\n]*\{#requirements\}\s*$", re.M)
-_LINKED = re.compile(r"\[([A-Z]+-\d+)\]\(")
-_CLAUSE_HEAD = re.compile(r"^### ([A-Z]+-\d+) — ", re.M)
-
-
 def requirements(spec_dir: Path = spec.SPEC_DIR) -> list[str]:
-    """The clauses a resolution is graded on, as spec/resolution.md's requirements section
-    names them: the clauses of other chapters its introduction links, then its own clauses;
-    grouped by prefix in the order the section names them, by number within a prefix."""
-    try:
-        chapter = (spec_dir / "resolution.md").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    start = _REQUIREMENTS.search(chapter)
-    if start is None:
-        return []
-    end = chapter.find("\n## ", start.end())
-    section = chapter[start.end(): end if end >= 0 else len(chapter)]
-    first_clause = _CLAUSE_HEAD.search(section)
-    intro = section[: first_clause.start() if first_clause else len(section)]
-    found = list(dict.fromkeys(_LINKED.findall(intro) + _CLAUSE_HEAD.findall(section)))
-    prefixes = list(dict.fromkeys(cid.split("-")[0] for cid in found))
-    return sorted(found, key=lambda c: (prefixes.index(c.split("-")[0]),
-                                        int(c.split("-")[1])))
+    """The clauses a resolution is graded on (:func:`bgmatrix.spec.resolution_requirements`)."""
+    return spec.resolution_requirements(spec_dir)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -480,7 +480,9 @@ def test_a_full_build_has_every_page_and_its_data(tmp_path):
     assert 'id="test_conflict_with_background_task"' in suite_page
     assert "*Releases.*" not in clause and "<em>Releases.</em>" in clause  # generated at build
     spec_page = page(site / "spec" / "attachment.html")
-    assert spec_page.count("<em>Releases.</em>") == 15  # one per clause of the chapter
+    # One per clause of the chapter.
+    assert spec_page.count("<em>Releases.</em>") == sum(
+        c.chapter == "attachment" for c in spec.load())
     assert "flips back" in clause  # 0.125.0 returns to drop
     decision = page(site / "decision.html")
     assert "merge-without-mutation" in decision and "today: drop" in decision

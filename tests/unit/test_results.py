@@ -28,7 +28,7 @@ def sample(cell_id="fa-1.0.0_st-1.0.0_py3.11", state="ok", effects=("own",)):
          "observations": {"request": {"effects": ["a"]}, "framework": framework, "n": 3},
          "verdicts": {"ATTACH-1": {"verdict": "conforms", "label": "ran"}}},
     ]
-    prov = {"spec_version": "0.1.0", "suite_hash": "abc", "tools": {"pytest": "8.3.5"},
+    prov = {"spec_version": spec.spec_version(), "suite_hash": "abc", "tools": {"pytest": "8.3.5"},
             "python": "3.11.7", "implementation": "CPython"}
     return runner.result_for(c, state, None, prov, records)
 
