@@ -39,7 +39,12 @@ TRAPS = (
 )
 #: The step before the merge: warn only where a task is really lost.
 WARN_STEP = "warn-on-loss"
-MAX_CODE_LINES = 14
+#: The choices the #11215 thread is deciding between, in the order the brief shows them (the
+#: literal warning of PR #15112, a warning on a real loss only, the merge of PR #14386 as
+#: written, the recommendation). The other candidates isolate decisions A and B; the brief
+#: names them in one line and the Decision page grades them.
+OPTIONS = ("warn", WARN_STEP, "merge-response-first", RECOMMENDED)
+MAX_CODE_LINES = 20
 WORD_LIMIT = 700
 
 
@@ -76,7 +81,7 @@ def clauses(ids: Iterable[str], snapshot: model.Snapshot) -> str:
 
 
 def _strip(lines: Sequence[str]) -> list[str]:
-    """Added lines without imports, comments, docstrings and message strings."""
+    """Added lines without imports, comments and docstrings."""
     out: list[str] = []
     in_doc = False
     for line in lines:
@@ -87,14 +92,9 @@ def _strip(lines: Sequence[str]) -> list[str]:
         if s.startswith('"""'):
             in_doc = not (len(s) > 3 and s.endswith('"""'))
             continue
-        if not s or s.startswith("#") or re.match(r"(from|import) ", line) \
-                or re.match(r'f?"', s):
+        if not s or s.startswith("#") or re.match(r"(from|import) ", line):
             continue
-        line = re.sub(r"\s+#.*$", "", line.rstrip())
-        if out and s == ")" and out[-1].rstrip().endswith(" = ("):
-            out.pop()  # a message built from strings: the strings are gone
-            continue
-        out.append(line)
+        out.append(re.sub(r"\s+#.*$", "", line.rstrip()))
     return out
 
 
@@ -146,7 +146,7 @@ def _skip_helpers(lines: list[str]) -> list[str]:
 
 def code_lines(cand: decision.Candidate, limit: int = MAX_CODE_LINES) -> list[str]:
     """The lines the candidate adds to fastapi/routing.py, reduced to code (no imports,
-    comments, docstrings or message strings), each added block dedented, repeated call sites
+    comments or docstrings), each added block dedented, repeated call sites
     once: at most ``limit`` lines, the rest counted in a last comment line."""
     shown: list[str] = []
     seen: set[str] = set()
@@ -241,8 +241,10 @@ def _compat(ctx: Context) -> tuple[list[str], Mapping[str, Any] | None]:
 
 
 def _options(ctx: Context) -> list[str]:
-    lines = []
-    for name in ctx.order:
+    lines = [f"- **Document only** (today's drop, docs PRs #15217, #15516, #15551): no code; "
+             f"every conflict still loses the injected tasks "
+             f"({clauses(('ATTACH-3', 'ATTACH-16'), ctx.snapshot)})."]
+    for name in [n for n in OPTIONS if n in ctx.candidates]:
         cand = ctx.candidates[name]
         g = ctx.grade(name)
         if name not in ctx.results:
@@ -257,6 +259,12 @@ def _options(ctx: Context) -> list[str]:
         code = code_lines(cand)
         if code:
             lines += ["", "  ```python", *[f"  {c}" for c in code], "  ```", ""]
+    others = [n for n in ctx.order if n not in OPTIONS]
+    if others:
+        lines += ["", "The Decision page also grades "
+                  + ", ".join(candidate(ctx, n) for n in others)
+                  + ": variants that tell decision A from decision B apart, and the other "
+                  "upstream merges."]
     return lines
 
 
