@@ -20,6 +20,7 @@ folder.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -40,6 +41,7 @@ from bgmatrix.site import (
     matrix,
     model,
     pages,
+    releases,
     suite,
 )
 from bgmatrix.spec import ROOT
@@ -65,6 +67,7 @@ PROGRESS_EVERY = 2.0  # seconds between progress lines while pages are generated
 def page_total(snapshot: model.Snapshot) -> int:
     """How many pages :func:`generate` writes, known before it starts (for its progress)."""
     return (FIXED_PAGES + len(snapshot.clauses) + len(snapshot.results)
+            + 1 + len(releases.releases(snapshot))  # releases/index.md and one per release
             + 1 + len(spec.CHAPTERS) + len(list(suite.SUITE_DIR.glob("test_*.py"))))
 
 
@@ -108,6 +111,10 @@ def generate(
     for clause in snapshot.clauses:
         page(f"clauses/{clause.id}.md",
              pages.clause_page(snapshot, clause, tests.get(clause.id, [])))
+    page("releases/index.md", releases.releases_index(snapshot))
+    write(out / "releases" / "index.json", json.dumps(releases.index_data(snapshot, "../")))
+    for version in releases.releases(snapshot):
+        page(releases.page_name(version), releases.release_page(snapshot, version))
     page("cells/index.md", cell_pages.cells_index(snapshot))
     for result in snapshot.cells():
         page(f"cells/{result['cell']['id']}.md", cell_pages.cell_page(snapshot, result))

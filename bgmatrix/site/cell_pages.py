@@ -16,8 +16,8 @@ from markupsafe import Markup
 
 from bgmatrix import vocabulary
 from bgmatrix.results import Result
-from bgmatrix.site import cite, model
-from bgmatrix.site.markup import clean
+from bgmatrix.site import cite, model, releases
+from bgmatrix.site.markup import clean, json_for_script
 from bgmatrix.site.pages import NO_RESULTS, SEARCH_EXCLUDED
 from bgmatrix.site.render import (
     cell_href,
@@ -132,7 +132,11 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
     cell, prov = result["cell"], result["provenance"]
     lines = [SEARCH_EXCLUDED + f"# {safe_title(cell)}", ""]
     clause_id = cite.default_clause(snapshot, result)
+    notable = notable_items(snapshot, result)
+    if notable:
+        lines += ["## What is notable", "", raw(part("notable", releases.TEMPLATE)(notable))]
     lines.append(raw(citation_block(cite.cell_markdown(snapshot, clause_id, cell["id"]))))
+    lines.append(raw(cite_picker(snapshot, result, clause_id)))
     conflict = model.outcome(result, model.CONFLICT_CLAUSE)
     summary = [
         Markup("State: ") + part("strong")(result["state"]),
@@ -219,6 +223,88 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
     freeze = "\n".join(f"{clean(n, 200)}=={clean(v, 100)}" for n, v in sorted(packages.items()))
     lines.append(raw(part("pre")(freeze, None)) if packages else "None recorded.\n")
     return "\n".join(lines) + "\n"
+
+
+NOTABLE_LIMIT = 12  # changes listed at the top of a cell page; the verdict table has them all
+
+
+def _neighbours(snapshot: model.Snapshot, result: Mapping[str, Any]
+                ) -> tuple[str, list[tuple[str, list[Any]]]]:
+    """The release kind of the cell and its measured neighbouring releases (before, after)."""
+    cell = result["cell"]
+    kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
+    order = list(snapshot.by_release(kind).items())
+    version = cell[kind]
+    at = next((i for i, (v, _) in enumerate(order) if v == version), None)
+    if at is None:
+        return kind, []
+    return kind, [order[i] for i in (at - 1, at + 1) if 0 <= i < len(order)]
+
+
+def notable_items(snapshot: model.Snapshot, result: Mapping[str, Any]) -> list[Markup]:
+    """What sets this cell's release apart: its hazards (``releases``), then the clauses
+    whose verdict differs from both neighbouring releases, or from the one it follows."""
+    if result["state"] != "ok" or result["cell"]["kind"] == "candidate":
+        return []
+    root = "../"
+    items: list[Markup] = []
+    found = releases.cell_hazards(snapshot, result)
+    if found:
+        version = result["cell"]["fastapi"]
+        items.append(Markup("Hazards of this release: {} — {}.").format(
+            Markup(", ").join(link(clause_href(root, f.hazard.clause), f.hazard.clause)
+                              for f in found),
+            link(releases.page_href(root, version), "what they mean and the safe patterns")))
+    kind, around = _neighbours(snapshot, result)
+    name = "FastAPI" if kind == "fastapi" else "Starlette"
+    changes = []
+    for clause in snapshot.clauses:
+        mine = model.outcome(result, clause.id)
+        if mine[0] not in ("conforms", "deviates"):
+            continue
+        others = [(v, snapshot.release_outcomes(cells, clause.id)) for v, cells in around]
+        others = [(v, outs) for v, outs in others if any(model.is_measured(o) for o in outs)]
+        differ = [v for v, outs in others if mine not in outs]
+        if not others or not differ:
+            continue
+        if len(differ) < len(others) and mine[0] != "deviates":
+            continue  # a change that only continues: shown on the release where it started
+        changes.append((mine[0] != "deviates", clause.id, mine, differ))
+    changes.sort(key=lambda c: c[0])  # deviations first
+    for _, cid, mine, differ in changes[:NOTABLE_LIMIT]:
+        items.append(Markup("{} {}, unlike {} {}.").format(
+            link(clause_href(root, cid), cid), outcome_html(mine), name,
+            " and ".join(differ)))
+    if len(changes) > NOTABLE_LIMIT:
+        items.append(Markup(f"… and {len(changes) - NOTABLE_LIMIT} more changes from the "
+                            "neighbouring releases (see the verdicts below)."))
+    return items
+
+
+def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: str) -> Markup:
+    """A select that turns the citation above into one for any clause the cell measured.
+    Only the lines that differ from the default citation are embedded (js/releases.js puts
+    them in place), so a page carries one citation's worth of text per clause at most."""
+    cell_id = result["cell"]["id"]
+    base = cite.cell_markdown(snapshot, default, cell_id).split("\n")
+    choices, data = [], {}
+    for clause in snapshot.clauses:
+        entry = result["clauses"].get(clause.id)
+        if entry is None or (entry["verdict"] == "n/a" and not entry["tests"]):
+            continue
+        choices.append((clause.id, f"{entry['verdict']}: {entry['label']}"))
+        if clause.id == default:
+            continue
+        lines = cite.cell_markdown(snapshot, clause.id, cell_id).split("\n")
+        if len(lines) != len(base):
+            data[clause.id] = {"*": "\n".join(lines)}
+        else:
+            data[clause.id] = {str(i): line for i, (line, was) in enumerate(zip(lines, base))
+                               if line != was}
+    if len(choices) < 2:
+        return Markup("")
+    return part("cite_picker", releases.TEMPLATE)(choices, default,
+                                                  Markup(json_for_script(data)))
 
 
 def wire_section(root: str, result: Result) -> list[str]:

@@ -19,8 +19,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bgmatrix import vocabulary
-from bgmatrix.site import cite, model, suite
+from bgmatrix import spec, vocabulary
+from bgmatrix.site import cite, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -62,6 +62,18 @@ HEADLINES = (
              "background) run each task once?", "ATTACH-6"),
     Headline("Does an explicit background=None behave like no background?", "ATTACH-5"),
     Headline("Do injected tasks run when the endpoint returns data?", "ATTACH-1"),
+    Headline("Do the tasks of the endpoint and its dependencies all run, in the order added?",
+             "COLLECT-2"),
+    Headline("Do tasks start only after the whole response body was sent?", "EXEC-1"),
+    Headline("Is a yield dependency's resource (a database session) still open while the tasks "
+             "run?", "LIFE-1"),
+    Headline("Does a Response reused across requests keep each request's tasks to itself?",
+             "ISO-1"),
+    Headline("Under BaseHTTPMiddleware, does the client get the body before the tasks start?",
+             "MW-1"),
+    Headline("Do injected tasks survive the conflict with every response class?", "SHAPE-2"),
+    Headline("In every graded case, does each task run exactly once?", "RES-2"),
+    Headline("Do WebSocket endpoints run (or refuse) their tasks?", "ATTACH-14"),
 )
 
 #: label -> (short answer, what happened), for the questions above ("do tasks run/survive?").
@@ -131,6 +143,8 @@ def answer(snapshot: model.Snapshot, headline: Headline) -> str:
             if not short:
                 short = {"conforms": "Yes", "deviates": "No"}.get(verdict, "Not applicable")
                 what = f"observed {code(label)}" if verdict != "n/a" else "the release lacks it"
+                if label.startswith("schedule-dependent"):
+                    short, what = "Not always", "it depends on how the tasks are scheduled"
             parts.append(f"{short} — {what} ({esc(verdict)})")
         return " / ".join(parts)
 
@@ -153,8 +167,53 @@ def answer(snapshot: model.Snapshot, headline: Headline) -> str:
     return line + f". ({ref})"
 
 
+#: Wall tile classes -> legend names (conflict behaviours for ATTACH-3, verdicts otherwise).
+WALL_NAMES = {
+    "drop": "drop (lost silently)", "warn": "warn", "merge": "merge",
+    "warnmerge": "warn+merge", "duplicate": "duplicate", "lost": "lost-all",
+    "other": "other label", "ok": "conforms", "dev": "deviates",
+    "mixed": "cells of the release disagree", "na": "n/a",
+    "failed": "suite did not run", "none": "not measured yet",
+}
+
+
+def wall_class(clause_id: str, outs: tuple[model.Outcome, ...]) -> str:
+    """The tile class of one release: its conflict behaviour for the conflict clause, its
+    verdict for any other clause."""
+    if clause_id == model.CONFLICT_CLAUSE:
+        classes = {model.behaviour_class(o) for o in outs}
+    else:
+        classes = {{"conforms": "ok", "deviates": "dev", "n/a": "na", "missing": "none"}.get(
+            v, "failed") for v, _ in outs}
+    return classes.pop() if len(classes) == 1 else "mixed"
+
+
+def wall_data(snapshot: model.Snapshot) -> dict:
+    """Every headline clause's tiles, for the wall's clause switch (js/releases.js): per
+    clause a class and a label index per planned release, labels listed once."""
+    cells = snapshot.by_release("fastapi")
+    versions = snapshot.planned["fastapi"]
+    clauses = {}
+    for clause_id in dict.fromkeys(h.clause for h in HEADLINES):
+        if clause_id not in snapshot.clause_by_id:
+            continue
+        labels: dict[str, int] = {}
+        tiles = []
+        for version in versions:
+            members = cells.get(version, [])
+            if not members:
+                tiles.append(["none", labels.setdefault("not measured yet", len(labels))])
+                continue
+            outs = snapshot.release_outcomes(members, clause_id)
+            said = " / ".join(f"{lb or v} ({v})" if lb != v else v for v, lb in outs)
+            tiles.append([wall_class(clause_id, outs), labels.setdefault(said, len(labels))])
+        clauses[clause_id] = {"labels": list(labels), "tiles": tiles}
+    return {"versions": versions, "clauses": clauses, "names": WALL_NAMES}
+
+
 def wall(snapshot: model.Snapshot) -> Markup:
-    """One tile per FastAPI release, coloured by its conflict behaviour (ATTACH-3's label)."""
+    """One tile per FastAPI release, coloured by its conflict behaviour (ATTACH-3's label);
+    the switch above it (js/releases.js) recolours it by any headline clause."""
     cells = snapshot.by_release("fastapi")
     tiles = []  # class, text, title, href
     used: Counter[str] = Counter()
@@ -164,20 +223,13 @@ def wall(snapshot: model.Snapshot) -> Markup:
             cls, title, href = "none", f"FastAPI {version}: not measured yet", None
         else:
             outs = snapshot.release_outcomes(members, model.CONFLICT_CLAUSE)
-            classes = {model.behaviour_class(o) for o in outs}
-            cls = classes.pop() if len(classes) == 1 else "mixed"
+            cls = wall_class(model.CONFLICT_CLAUSE, outs)
             said = " / ".join(f"{lb or v} ({v})" for v, lb in outs)
             title = f"FastAPI {version}: {said}"
             href = cell_href("", members[0]["cell"]["id"])
         used[cls] += 1
         tiles.append({"cls": cls, "text": version, "title": title, "href": href})
-    names = {
-        "drop": "drop (lost silently)", "warn": "warn", "merge": "merge",
-        "warnmerge": "warn+merge", "duplicate": "duplicate", "lost": "lost-all",
-        "other": "other label", "mixed": "cells of the release disagree", "na": "n/a",
-        "failed": "suite did not run", "none": "not measured yet",
-    }
-    legend = [(cls, name, used[cls]) for cls, name in names.items() if used[cls]]
+    legend = [(cls, name, used[cls]) for cls, name in WALL_NAMES.items() if used[cls]]
     return part("wall")(tiles, legend)
 
 
@@ -194,15 +246,36 @@ def home(snapshot: model.Snapshot) -> str:
         lines += [f"**{NO_RESULTS}**", ""]
     else:
         lines += [snapshot_line(snapshot) + ".", ""]
+    lines += ["## Is my version affected?", "",
+              "Type your FastAPI version (and, if you like, your Starlette version) to see "
+              "every hazard the release has, what it does to your application, the safe "
+              "pattern, and the evidence. Every release is listed on the "
+              "[releases page](releases/index.md).", ""]
+    lines.append(raw(releases.version_box(snapshot)))
     lines += ["## Headline answers", ""]
-    lines += [answer(snapshot, h) for h in HEADLINES]
-    lines += ["", "## Every FastAPI release, by conflict behaviour", ""]
+    by_chapter: dict[str, list[Headline]] = {}
+    for h in HEADLINES:
+        clause = snapshot.clause_by_id.get(h.clause)
+        by_chapter.setdefault(clause.chapter if clause else "other", []).append(h)
+    for chapter in [*spec.CHAPTERS, "other"]:
+        if chapter in by_chapter:
+            title = chapter.capitalize()
+            if chapter != "other":
+                title = f"[{title}](spec/{chapter}.md)"
+            lines += [f"### {title}", ""]
+            lines += [answer(snapshot, h) for h in by_chapter[chapter]]
+            lines.append("")
+    lines += ["## Every FastAPI release, by conflict behaviour", ""]
     lines.append(
         f"One tile per release, coloured by the label of "
-        f"[{model.CONFLICT_CLAUSE}](clauses/{model.CONFLICT_CLAUSE}.md); a tile links to the "
-        "release's evidence. The [matrix](matrix.md) has every clause; "
-        "[how to read this site](about.md) explains labels and verdicts."
+        f"[{model.CONFLICT_CLAUSE}](clauses/{model.CONFLICT_CLAUSE}.md) (or, with the switch, "
+        "by the verdict of any headline clause); a tile links to the release's evidence. The "
+        "[matrix](matrix.md) has every clause; [how to read this site](about.md) explains "
+        "labels and verdicts."
     )
+    choices = [(h.clause, h.question) for h in HEADLINES if h.clause in snapshot.clause_by_id]
+    lines.append(raw(part("wall_switch", releases.TEMPLATE)(
+        choices, model.CONFLICT_CLAUSE, Markup(json_for_script(wall_data(snapshot))))))
     lines.append(raw(wall(snapshot)))
     return "\n".join(lines) + "\n"
 
@@ -237,6 +310,49 @@ def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Clauses
+
+#: Negative clauses (MUST NOT, SHOULD NOT) whose spec title states the outcome they protect:
+#: their requirement reads as what must not happen. Positive clauses read "MUST: <title>".
+NEGATIVE_TITLES = {
+    "ATTACH-3": "lose injected tasks silently when the Response has its own background",
+    "ATTACH-4": "lose injected tasks silently when the Response has its own task collection",
+    "ATTACH-15": "run the deferred tasks of a request that failed",
+    "ATTACH-16": "lose dependencies' tasks silently when the Response has its own background",
+    "ATTACH-17": "lose injected tasks silently when the response class carries its own "
+                 "background",
+    "EXEC-5": "start a second response when a task raises after the body was sent",
+    "LIFE-5": "swallow an HTTPException raised in teardown after the response started",
+    "ISO-1": "replay an earlier request's tasks from a reused Response",
+    "ISO-3": "change the background of a Response the application returned",
+    "ISO-5": "change the application's background objects",
+    "MW-3": "swallow task exceptions under BaseHTTPMiddleware",
+    "SHAPE-2": "lose injected tasks silently in the conflict, whatever the response class",
+    "SHAPE-4": "run a task for a request the route refuses",
+    "SHAPE-5": "lose injected tasks silently when an HTTP middleware replaces the response",
+    "SHAPE-7": "lose injected tasks silently in the conflict in mounted apps and nested "
+               "routers",
+    "SHAPE-9": "lose injected tasks silently when the Response has an empty task collection",
+    "SHAPE-11": "lose dependencies' tasks silently in the conflict, wherever the dependency "
+                "sits",
+    "SHAPE-13": "commit injected tasks when an exception handler answers the failure",
+    "SHAPE-15": "run a task added before validation failed",
+    "RES-3": "signal a loss when nothing is lost",
+}
+
+
+def requirement(clause: Clause) -> str:
+    """The clause's title read as its requirement, keyword first: ``MUST NOT lose injected
+    tasks silently when ...``, ``MUST: One collection per request, ...``."""
+    if clause.id in NEGATIVE_TITLES:
+        return f"{clause.keyword} {NEGATIVE_TITLES[clause.id]}"
+    if clause.keyword.endswith("NOT"):  # a new negative clause: never read against its title
+        return f"{clause.keyword} fail: {clause.title}"
+    return f"{clause.keyword}: {clause.title}"
+
+
+def requirement_heading(clause: Clause) -> str:
+    """``ATTACH-3 · MUST NOT lose injected tasks silently when ...``: the clause page's title."""
+    return f"{clause.id} · {requirement(clause)}"
 
 
 def spec_body(clause: Clause) -> str:
@@ -281,7 +397,7 @@ def clause_page(
     snapshot: model.Snapshot, clause: Clause, tests: list[tuple[str, str]]
 ) -> str:
     root = "../"
-    lines = [f"# {clause.id} — {clause.title}", ""]
+    lines = [f"# {requirement_heading(clause)}", ""]
     lines.append(raw(citation_block(cite.clause_markdown(snapshot, clause.id))))
     lines.append(
         f"**{clause.keyword}** · {clause.level}-level · chapter "
@@ -344,6 +460,8 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
     cell that has wire evidence of it; disagreements first."""
     rows = []
     for result in snapshot.cells():
+        if clause.level != "Starlette" and result["cell"]["kind"] == "starlette":
+            continue  # a FastAPI-level clause says nothing about Starlette-only cells
         wire = (result.get("wire") or {}).get("clauses", {}).get(clause.id)
         if wire is None:
             continue
@@ -378,8 +496,8 @@ def clauses_index(snapshot: model.Snapshot) -> str:
             runs = [r for r in snapshot.timeline(clause.id).runs if r.measured]
             now = outcomes_html(runs[-1].outcomes) if runs else "not measured yet"
             rows.append([link(clause_href("../", clause.id), clause.id),
-                         clause.keyword, clause.title, now])
-        lines.append(raw(table(["Clause", "Keyword", "Title", "Newest release"], rows)))
+                         requirement(clause), now])
+        lines.append(raw(table(["Clause", "Requirement", "Newest release"], rows)))
     return "\n".join(lines) + "\n"
 
 
@@ -479,7 +597,13 @@ def spec_chapter(snapshot: model.Snapshot, text: str) -> str:
         section = text[head.start():end]
         clause = snapshot.clause_by_id.get(head.group(1))
         if clause is not None:
-            section = (section.rstrip("\n") + "\n\n"
+            # The heading links to the clause's evidence page (its anchor stays the ID).
+            heading, _, rest = section.partition("\n")
+            match = re.match(r"^### (.+?) (\{#[A-Z]+-\d+\})$", heading)
+            if match:
+                heading = (f"### [{match.group(1)}](../clauses/{clause.id}.md "
+                           f'"{clause.id}: evidence, timeline and tests") {match.group(2)}')
+            section = (heading + "\n" + rest.rstrip("\n") + "\n\n"
                        + releases_summary(snapshot, clause, "../") + "\n\n")
         out.append(section)
         pos = end

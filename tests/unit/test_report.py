@@ -613,7 +613,8 @@ def test_hostile_evidence_is_shown_as_text_and_never_runs(tmp_path):
         assert not audit.js_urls, (page, audit.js_urls)
         for attrs, body in audit.scripts:
             if attrs.get("type") == "application/json":  # data: must parse as JSON, whole
-                assert attrs.get("id") in ("__config", "bgm-matrix-data"), (page, attrs)
+                assert attrs.get("id") in ("__config", "bgm-matrix-data", "bgm-cite-data",
+                                              "bgm-version-data", "bgm-wall-data"), (page, attrs)
                 json.loads(body)
                 continue
             assert "alert" not in body, page
