@@ -2,6 +2,7 @@
 
     bgmatrix report [--results DIR] [--out site/generated] [--site-dir site/_build]
                     [--previous DIR] [--revalidate] [--no-build]
+                    [--publish] [--snapshots matrix/snapshots.json]
 
 1. Every result file is validated first; any invalid one stops the report (exit 2) with one
    line per file naming it and the problem, before anything is written. (Files whose exact
@@ -13,8 +14,11 @@
 4. Only when all of that succeeded are they swapped in as site/generated/ and site/_build/, so
    a failed run leaves the previous site as it was: nothing is published half-built.
 
-Changes are computed against the results committed at git HEAD unless ``--previous`` names a
-folder.
+Changes are computed against the previous published snapshot (matrix/snapshots.json, read at
+its commit) unless ``--previous`` names a folder. The site URL is ``$BGMATRIX_SITE_URL``
+(:mod:`bgmatrix.site.cite`); without it a local build links relative to the site root.
+``--publish`` (the deploy workflow's build) refuses a missing or placeholder URL or uncommitted
+results, and after a successful build appends the snapshot to matrix/snapshots.json.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from bgmatrix.site import (
     brief,
     cell_pages,
     changes,
+    cite,
     decision,
     exports,
+    history,
     matrix,
     model,
     pages,
@@ -59,8 +65,8 @@ def write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")  # strict: text that is not clean is a bug here
 
 
-#: Fixed pages: home, matrix, decision, changes, downloads, the clause and the cell index.
-FIXED_PAGES = 7
+#: Fixed pages: home, matrix, decision, changes, history, downloads, the clause and cell index.
+FIXED_PAGES = 8
 PROGRESS_EVERY = 2.0  # seconds between progress lines while pages are generated
 
 
@@ -98,7 +104,11 @@ def generate(
     for name, text in [*decision.extra_pages(snapshot), ("brief.md", brief.page(snapshot))]:
         write(out / name, text)
     diff = changes.compare(previous, snapshot)
-    page("changes.md", pages.changes_page(snapshot, diff))
+    listed = history.published(snapshot)
+    page("changes.md", pages.changes_page(snapshot, diff)
+         + history.changes_section(snapshot, listed))
+    page("history.md", history.page(snapshot, listed))
+
 
     export = exports.matrix_json(snapshot)
     write(out / "downloads" / "matrix.json", exports.dumps(export))
@@ -173,6 +183,7 @@ def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
     logger.addHandler(collect)
     try:
         cfg = load_config(str(config), docs_dir=str(docs_dir), site_dir=str(site_dir),
+                          site_url=cite.site_url() or "",
                           strict=True)
         cfg.plugins.on_startup(command="build", dirty=False)
         try:
@@ -239,7 +250,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site-dir", type=Path, default=BUILD,
                         help="where the built site goes (default: site/_build)")
     parser.add_argument("--previous", type=Path, default=None,
-                        help="results folder to compare with (default: results/ at git HEAD)")
+                        help="results folder to compare with (default: the previous published "
+                             "snapshot, read through git)")
+    parser.add_argument("--publish", action="store_true",
+                        help="a build to deploy: refuse a missing or placeholder site URL or "
+                             "uncommitted results; record the snapshot in --snapshots")
+    parser.add_argument("--snapshots", type=Path, default=history.SNAPSHOTS_PATH,
+                        help="the list of published snapshots (default: matrix/snapshots.json)")
     parser.add_argument("--revalidate", action="store_true",
                         help="validate every result file, ignoring the record of files that "
                              "passed before")
@@ -253,13 +270,21 @@ def command(args: argparse.Namespace) -> int:
     print(f"report: reading {args.results} ...", flush=True)
     snapshot = model.load_snapshot(args.results, plan_path=args.plan,
                                    use_cache=not args.revalidate)
-    previous: changes.Previous | None
+    pin = cite.locate(snapshot, args.results)
+    if args.publish:
+        cite.check_publishable(snapshot)
+    elif cite.site_url() is None:
+        print(f"report: {cite.SITE_URL_ENV} is not set: a local build, its links relative to "
+              "the site root (citations are pinned only in a published build)", flush=True)
+    # Publishing: the pages already list this snapshot as published (it is recorded below).
+    listed = history.attach(snapshot, args.snapshots, publishing=args.publish)
+    previous: changes.Previous | None = None
     if args.previous is not None:
         if not args.previous.is_dir():
             raise model.ReportError(f"{args.previous}: --previous is not a folder")
         previous = changes.from_folder(args.previous)
-    else:
-        previous = changes.from_git()
+    elif (before := history.previous(snapshot, listed)) is not None and pin.toplevel:
+        previous = changes.from_published(before.id, before.commit, pin.toplevel, pin.folder)
     print(f"report: {len(snapshot.results)} results read in "
           f"{time.perf_counter() - started:.1f} s; generating pages ...", flush=True)
     with staging(args.out) as gen_dir, staging(args.site_dir) as site_dir:
@@ -275,6 +300,10 @@ def command(args: argparse.Namespace) -> int:
         publish(gen_dir, args.out)
         if not args.no_build:
             publish(site_dir, args.site_dir)
+    if args.publish and not args.no_build and history.record(
+            history.summarise(snapshot, pin.commit or ""), args.snapshots):
+        print(f"report: snapshot {snapshot.id} (commit {pin.commit}) added to "
+              f"{args.snapshots}", flush=True)
     done = time.perf_counter()
     if args.no_build:
         print(f"report: pages in {args.out}")

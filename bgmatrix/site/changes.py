@@ -1,6 +1,8 @@
-"""What changed between the previous snapshot of results/ and this one.
+"""What changed between the previous published snapshot of results/ and this one.
 
-The previous snapshot is the committed one (``git`` at HEAD) unless a folder is given. Old
+The previous snapshot is the last *published* one (matrix/snapshots.json, see
+:mod:`bgmatrix.site.history`), read through git at the commit it was published from, unless a
+folder is given: never simply HEAD, which in CI is the commit the sweep has just made. Old
 results are read leniently: a file that no longer parses, or that an older schema wrote, is
 reported as unreadable rather than stopping the site, because history cannot be fixed.
 """
@@ -92,6 +94,15 @@ def from_git(rev: str = "HEAD", repo: Path = ROOT, folder: str = "results") -> P
         if (data := _parse(name, body.decode("utf-8", "replace"), unreadable)) is not None:
             found[Path(name).stem] = data
     return Previous(f"the committed results at {rev} ({commit})", found, unreadable)
+
+
+def from_published(snapshot_id: str, commit: str, repo: Path, folder: str) -> Previous | None:
+    """The results of a published snapshot, read at its commit (None when the checkout does
+    not have that commit, e.g. a shallow clone)."""
+    found = from_git(commit, repo=repo, folder=folder)
+    if found is not None:
+        found.source = f"the published snapshot {snapshot_id} (commit {commit[:12]})"
+    return found
 
 
 def compare(previous: Previous | None, snapshot: model.Snapshot) -> Changes:

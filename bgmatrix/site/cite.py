@@ -1,55 +1,211 @@
-"""Citations: GitHub-ready Markdown for a clause, or a clause in one cell, with permalinks.
+"""Citations: GitHub-ready Markdown for a clause, or a clause in one cell, pinned to a snapshot.
 
 ``bgmatrix cite ATTACH-3 [--cell ID] [--results DIR]`` prints exactly the text the
 copy button on the clause (or cell) page yields, so a maintainer can paste it into an upstream
 thread from either place.
+
+Every citation names its snapshot (``2026-12-02-a1b2c3d``) and the commit its results were
+measured at, and links only to things that never change: the snapshot's own pages, which the
+deploy job keeps at ``<site>/snapshots/<id>/``, and the raw result files at that commit
+(``<repo>/blob/<commit>/results/<cell>.json``). The site URL and the repository URL come from
+the environment (``BGMATRIX_SITE_URL``, ``BGMATRIX_REPO_URL``; the deploy workflow sets both
+from the repository). Without them a local build links relative to the site root, and
+``bgmatrix report --publish`` refuses to build (:class:`PublishError`).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
+import subprocess
 from collections.abc import Callable, Mapping
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from bgmatrix.errors import UsageError
+from bgmatrix.errors import BgmatrixError, UsageError
 from bgmatrix.site import model
 from bgmatrix.site.markup import md_code
-from bgmatrix.spec import ROOT
 
-MKDOCS_YML = ROOT / "site" / "mkdocs.yml"
+#: Where the public base URL comes from: the deploy workflow sets it from the repository
+#: (``https://<owner>.github.io/<repo>/``); set it locally to preview pinned citations.
+SITE_URL_ENV = "BGMATRIX_SITE_URL"
+#: The repository the raw results are linked in (``https://github.com/<owner>/<repo>``).
+REPO_URL_ENV = "BGMATRIX_REPO_URL"
+#: Each published snapshot's pages stay at ``<site>/snapshots/<id>/`` (the deploy job keeps them).
+SNAPSHOTS_FOLDER = "snapshots"
 #: More ranges than this and a citation stops being a sentence; the page has them all.
 MAX_RANGES = 4
+#: Host names that can never be the published site (RFC 2606 / 6761 reserved names).
+_RESERVED_SUFFIXES = (".example", ".invalid", ".test", ".localhost", ".local")
+_RESERVED_HOSTS = ("example.com", "example.net", "example.org", "localhost", "127.0.0.1")
 
 
-@cache
-def base_url(config: Path = MKDOCS_YML) -> str:
-    """The site's base URL, read from ``site_url`` in mkdocs.yml: the one place it is set."""
+class PublishError(BgmatrixError):
+    """A build meant for publishing lacks what pins its citations: a real site URL, the
+    repository URL, or a commit of the results it cites."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: the site and repository URLs
+
+
+def site_url() -> str | None:
+    """The configured public base URL (``$BGMATRIX_SITE_URL``) with one trailing slash, or
+    None: a local build, whose links are relative to the site root."""
+    url = os.environ.get(SITE_URL_ENV, "").strip()
+    return (url.rstrip("/") + "/") if url else None
+
+
+def repo_url() -> str | None:
+    """The repository's web URL (``$BGMATRIX_REPO_URL``), without a trailing slash or .git."""
+    url = os.environ.get(REPO_URL_ENV, "").strip().rstrip("/")
+    return url.removesuffix(".git") or None
+
+
+def base_url() -> str:
+    """The site's root: the configured URL, or ``/`` for a local build."""
+    return site_url() or "/"
+
+
+def placeholder(url: str) -> str | None:
+    """Why ``url`` cannot be a published site's address, or None when it can."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        return "it is not an http(s) URL"
+    if host in _RESERVED_HOSTS or host.endswith(_RESERVED_SUFFIXES) or \
+            any(host.endswith("." + h) for h in _RESERVED_HOSTS):
+        return f"{host} is a reserved placeholder name"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The commit a snapshot was measured at
+
+
+@dataclass(frozen=True)
+class Pin:
+    """Where a snapshot's raw results live in the repository: the commit that last changed
+    the results folder (clean, so its files are exactly the snapshot) and the folder's path."""
+
+    commit: str | None = None
+    folder: str = "results"
+    toplevel: Path | None = None  # the checkout, to read an earlier snapshot through git
+
+
+_PINS: dict[str, Pin] = {}
+
+
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+
+
+def results_pin(results_dir: Path) -> Pin:
+    """The commit of ``results_dir`` when it is a clean folder of a git checkout (nothing
+    changed, added or deleted since the last commit that touched it); else an empty pin."""
+    folder = Path(results_dir)
     try:
-        text = config.read_text(encoding="utf-8")
-    except OSError:
-        text = ""
-    match = re.search(r"^site_url:\s*['\"]?([^'\"\s#]+)", text, re.M)
-    url = match.group(1) if match else "/"  # no site_url: links relative to the site root
-    return url if url.endswith("/") else url + "/"
+        toplevel = Path(_git(folder, "rev-parse", "--show-toplevel"))
+        prefix = _git(folder, "rev-parse", "--show-prefix").rstrip("/")
+        if not prefix or _git(folder, "status", "--porcelain", "--untracked-files=all", "--",
+                              "."):
+            return Pin(toplevel=toplevel)
+        commit = _git(folder, "log", "-1", "--format=%H", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return Pin()  # not a git checkout, or no git
+    return Pin(commit or None, prefix, toplevel)
 
 
-def clause_url(clause_id: str) -> str:
-    return f"{base_url()}clauses/{clause_id}.html"
+def locate(snapshot: model.Snapshot, results_dir: Path) -> Pin:
+    """Find and remember the commit ``snapshot`` was read from, so every
+    citation of it, on any page, links the same raw data."""
+    _PINS[snapshot.id] = found = results_pin(results_dir)
+    return found
 
 
-def cell_url(cell_id: str) -> str:
-    return f"{base_url()}cells/{cell_id}.html"
+def pin(snapshot: model.Snapshot) -> Pin:
+    return _PINS.get(snapshot.id, Pin())
 
 
-def raw_result_url(cell_id: str) -> str:
-    return f"{base_url()}results/{cell_id}.json"
+def check_publishable(snapshot: model.Snapshot) -> None:
+    """Refuse (one line) a publishing build whose citations would not last."""
+    url = site_url()
+    if url is None:
+        raise PublishError(f"--publish needs the site URL: set {SITE_URL_ENV} (the deploy "
+                           "workflow sets it to https://<owner>.github.io/<repo>/)")
+    if (why := placeholder(url)) is not None:
+        raise PublishError(f"--publish refuses the site URL {url}: {why}; set {SITE_URL_ENV} "
+                           "to the address the site is published at")
+    if repo_url() is None:
+        raise PublishError(f"--publish needs the repository URL for pinned raw-data links: set "
+                           f"{REPO_URL_ENV} (e.g. https://github.com/<owner>/<repo>)")
+    if pin(snapshot).commit is None:
+        raise PublishError("--publish needs the results committed: the results folder is not "
+                           "a clean folder of a git checkout, so no commit pins its data")
 
 
-def matrix_json_url() -> str:
-    return f"{base_url()}downloads/matrix.json"
+# ---------------------------------------------------------------------------------------------
+# URLs pinned to a snapshot
+
+
+def snapshot_root(snapshot_id: str) -> str:
+    """The published pages of one snapshot (the root of the site for a local build, which
+    has no snapshot folders)."""
+    url = site_url()
+    return f"{url}{SNAPSHOTS_FOLDER}/{snapshot_id}/" if url else base_url()
+
+
+def _root(snapshot: model.Snapshot | None) -> str:
+    return snapshot_root(snapshot.id) if snapshot is not None else base_url()
+
+
+def clause_url(clause_id: str, snapshot: model.Snapshot | None = None) -> str:
+    return f"{_root(snapshot)}clauses/{clause_id}.html"
+
+
+def cell_url(cell_id: str, snapshot: model.Snapshot | None = None) -> str:
+    return f"{_root(snapshot)}cells/{cell_id}.html"
+
+
+def commit_url(commit: str) -> str | None:
+    repo = repo_url()
+    return f"{repo}/commit/{commit}" if repo else None
+
+
+def raw_result_url(cell_id: str, snapshot: model.Snapshot | None = None) -> str:
+    """The cell's result file at the commit it was measured on; without a repository URL or
+    a commit (a local build of uncommitted results), the copy beside the site's pages."""
+    found = pin(snapshot) if snapshot is not None else Pin()
+    repo = repo_url()
+    if repo and found.commit:
+        return f"{repo}/blob/{found.commit}/{found.folder}/{cell_id}.json"
+    return f"{_root(snapshot)}results/{cell_id}.json"
+
+
+#: The name the cell pages use for a result file's pinned link.
+result_url = raw_result_url
+
+
+def results_url(snapshot: model.Snapshot) -> str:
+    """Every raw result of the snapshot: the results folder at its commit, else matrix.json."""
+    found, repo = pin(snapshot), repo_url()
+    if repo and found.commit:
+        return f"{repo}/tree/{found.commit}/{found.folder}"
+    return matrix_json_url(snapshot)
+
+
+def matrix_json_url(snapshot: model.Snapshot | None = None) -> str:
+    return f"{_root(snapshot)}downloads/matrix.json"
+
+
+def snapshot_line(snapshot: model.Snapshot) -> str:
+    """``bgmatrix snapshot `<id>` at commit `abc1234`, spec 0.2.0``: what a citation cites."""
+    commit = pin(snapshot).commit
+    at = f" at commit {md_code(commit[:12])}" if commit else " (uncommitted results)"
+    return f"bgmatrix snapshot {md_code(snapshot.id)}{at}, spec {snapshot.spec_version}"
 
 
 def describe(outcomes: tuple[model.Outcome, ...], code: Callable[[str], str] = md_code) -> str:
@@ -105,10 +261,11 @@ def clause_markdown(snapshot: model.Snapshot, clause_id: str) -> str:
     timeline = snapshot.timeline(clause_id, timeline_kind(snapshot, clause_id))
     return _quote(
         [
-            f"**[{clause.id}]({clause_url(clause.id)})** ({clause.keyword}) — {clause.title}",
+            f"**[{clause.id}]({clause_url(clause.id, snapshot)})** ({clause.keyword}) — "
+            f"{clause.title}",
             f"Behaviour: {ranges_text(snapshot, timeline)}.",
-            f"bgmatrix snapshot {md_code(snapshot.id)}, spec {snapshot.spec_version} · "
-            f"[clause page]({clause_url(clause.id)}) · [raw results]({matrix_json_url()})",
+            f"{snapshot_line(snapshot)} · [clause page]({clause_url(clause.id, snapshot)}) · "
+            f"[raw results]({results_url(snapshot)})",
         ]
     )
 
@@ -127,10 +284,11 @@ def cell_markdown(snapshot: model.Snapshot, clause_id: str, cell_id: str) -> str
                 same = f"; same behaviour in {span_text(snapshot, run, kind)}"
     return _quote(
         [
-            f"**[{clause.id}]({clause_url(clause.id)})** ({clause.keyword}) — {clause.title}",
+            f"**[{clause.id}]({clause_url(clause.id, snapshot)})** ({clause.keyword}) — "
+            f"{clause.title}",
             f"{cell_title(cell)}: {describe((out,))}{same}.",
-            f"bgmatrix snapshot {md_code(snapshot.id)}, spec {snapshot.spec_version} · "
-            f"[cell page]({cell_url(cell['id'])}) · [raw result]({raw_result_url(cell['id'])})",
+            f"{snapshot_line(snapshot)} · [cell page]({cell_url(cell['id'], snapshot)}) · "
+            f"[raw result]({raw_result_url(cell['id'], snapshot)})",
         ]
     )
 
@@ -175,6 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """``bgmatrix cite CLAUSE [--cell ID]``: print the citation Markdown."""
     snapshot = model.load_snapshot(args.results)
+    locate(snapshot, args.results)
     if args.clause not in snapshot.clause_by_id:
         raise UsageError(f"unknown clause {args.clause!r}; clause IDs look like ATTACH-3 "
                          "(see spec/)")

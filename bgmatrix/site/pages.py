@@ -20,7 +20,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bgmatrix import spec, vocabulary
-from bgmatrix.site import cite, model, releases, suite
+from bgmatrix.site import cite, history, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -452,6 +452,7 @@ def clause_page(
         rows = [[link(cell_href(root, r["cell"]["id"]), version_text(r["cell"])),
                  outcome_html(model.outcome(r, clause.id))] for r in candidates]
         lines.append(raw(table(["Candidate", "Behaviour (verdict)"], rows)))
+    lines += history.clause_section(snapshot, clause.id)
     return "\n".join(lines) + "\n"
 
 
@@ -508,8 +509,8 @@ def clauses_index(snapshot: model.Snapshot) -> str:
 def changes_page(snapshot: model.Snapshot, changes: Changes) -> str:
     lines = ["# Changes", ""]
     if changes.previous is None:
-        lines += ["There is no previous snapshot to compare with (no committed results, or no "
-                  "git checkout).", ""]
+        lines += ["There is no previous published snapshot to compare with (see the "
+                  "[History](history.md)), or its commit is not in this checkout.", ""]
         return "\n".join(lines) + "\n"
     prev = changes.previous
     lines += [f"This snapshot (`{snapshot.id}`, {len(snapshot.results)} cells) compared with "

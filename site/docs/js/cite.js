@@ -1,6 +1,8 @@
 /* Copy buttons on clause and cell pages: copy the citation shown beside the button (the same
- * Markdown `python -m bgmatrix.cite` prints). The text is in the page already, so a reader
- * without JavaScript or clipboard access can still select it. */
+ * Markdown `bgmatrix cite` prints: pinned to its snapshot's pages and to the raw results at
+ * the commit they were measured on). The text is in the page already, so a reader without
+ * JavaScript or clipboard access can still select it. The copy is the text exactly as shown
+ * (no trailing newline added), so a test can compare the clipboard with the page. */
 (function () {
   "use strict";
 
