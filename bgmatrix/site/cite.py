@@ -190,11 +190,12 @@ result_url = raw_result_url
 
 
 def results_url(snapshot: model.Snapshot) -> str:
-    """Every raw result of the snapshot: the results folder at its commit, else matrix.json."""
+    """Every raw result of the snapshot: the results folder at its commit, else the
+    snapshot's Downloads page (a page, not the 3 MB matrix.json itself)."""
     found, repo = pin(snapshot), repo_url()
     if repo and found.commit:
         return f"{repo}/tree/{found.commit}/{found.folder}"
-    return matrix_json_url(snapshot)
+    return f"{_root(snapshot)}downloads.html"
 
 
 def matrix_json_url(snapshot: model.Snapshot | None = None) -> str:

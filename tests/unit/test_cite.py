@@ -161,7 +161,7 @@ def test_uncommitted_results_are_cited_as_such(tmp_path, no_urls):
     cite.locate(snapshot, folder)
     text = cite.clause_markdown(snapshot, "ATTACH-3")
     assert snapshot.id in text and "uncommitted results" in text
-    assert "(/clauses/ATTACH-3.html)" in text
+    assert "(/clauses/ATTACH-3.html)" in text and "(/downloads.html)" in text
 
 
 # ---------------------------------------------------------------------------------------------
