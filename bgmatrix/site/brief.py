@@ -8,8 +8,9 @@ the options with the code each adds to ``fastapi/routing.py`` (from the patches)
 affected (``candidates/compat.json``), the traps and which candidates fall into them (the
 results), the precedent and usage (``decision/``), the recommendation with its cost
 (``candidates/cost.json``) and a migration path. Every link points at a clause, cell or page
-at the pinned snapshot: the site URLs of :mod:`bgmatrix.site.cite`, with the snapshot id.
-Its prose (code blocks aside) stays under about 700 words.
+at the pinned snapshot: the snapshot's own published pages
+(:func:`bgmatrix.site.cite.snapshot_root`). Its prose (code blocks aside) stays under about
+700 words.
 """
 
 from __future__ import annotations
@@ -52,24 +53,20 @@ WORD_LIMIT = 700
 # Pinned links
 
 
-def pinned(url: str, snapshot: model.Snapshot) -> str:
-    """``url`` at the snapshot: the site URL (``cite``'s, from mkdocs.yml) with its id."""
-    return f"{url}{'&' if '?' in url else '?'}snapshot={snapshot.id}"
-
-
 def page_url(name: str, snapshot: model.Snapshot, anchor: str = "") -> str:
-    return pinned(f"{cite.base_url()}{name}.html", snapshot) + (f"#{anchor}" if anchor else "")
+    """A page of the snapshot's own published pages (``cite.snapshot_root``)."""
+    return f"{cite.snapshot_root(snapshot.id)}{name}.html" + (f"#{anchor}" if anchor else "")
 
 
 def clause(cid: str, snapshot: model.Snapshot) -> str:
-    return f"[{cid}]({pinned(cite.clause_url(cid), snapshot)})"
+    return f"[{cid}]({cite.clause_url(cid, snapshot)})"
 
 
 def candidate(ctx: Context, name: str) -> str:
     cid = ctx.cell_id(name)
     if cid is None:
         return f"{md_code(name, 80)} ({NOT_MEASURED})"
-    return f"[{md_code(name, 80)}]({pinned(cite.cell_url(cid), ctx.snapshot)})"
+    return f"[{md_code(name, 80)}]({cite.cell_url(cid, ctx.snapshot)})"
 
 
 def clauses(ids: Iterable[str], snapshot: model.Snapshot) -> str:
@@ -402,9 +399,14 @@ def word_count(text: str) -> int:
 
 def page(snapshot: model.Snapshot) -> str:
     """The brief as a site page (brief.md)."""
+    text = markdown(snapshot)
+    if not cite.site_url():
+        # A local build has no public URL: its links lead from the site root, where this
+        # page is, so they are made relative and work wherever the build is served.
+        text = text.replace("](/", "](")
     return ("# The brief\n\nOne page for FastAPI #11215, also printed by `bgmatrix brief` as "
-            "Markdown to paste. Its links are absolute and pinned to this snapshot.\n\n"
-            + markdown(snapshot))
+            "Markdown to paste. Published, its links are absolute and pinned to this "
+            "snapshot's own pages.\n\n" + text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -120,13 +120,14 @@ def test_the_page_and_brief_render_the_committed_inputs(snapshot):
     assert "### Migration path" in out and "### Traps measured" in out
 
 
-def test_the_brief_is_short_and_every_link_is_pinned(snapshot):
+def test_the_brief_is_short_and_every_link_is_pinned(snapshot, monkeypatch):
+    monkeypatch.setenv("BGMATRIX_SITE_URL", "https://owner.github.io/bgmatrix/")
     out = brief.markdown(snapshot)
     assert brief.word_count(out) < 750
     links = re.findall(r"\]\(([^)]+)\)", out)
     assert links
-    for url in links:
-        assert f"snapshot={snapshot.id}" in url, url
+    for url in links:  # the snapshot's own published pages
+        assert url.startswith(f"https://owner.github.io/bgmatrix/snapshots/{snapshot.id}/"), url
     # the options carry their code, the traps their candidates
     assert "```python" in out and "_InjectedThenOwnBackground" in out
     trap = next(line for line in out.splitlines() if line.startswith("- **False warnings**"))
