@@ -9,8 +9,13 @@
    bytes passed before are remembered under .bgmatrix/report/; ``--revalidate`` ignores that.)
 2. The hand-written pages (site/docs/) and the generated ones go to a fresh temporary folder.
 3. ``mkdocs build --strict`` (run in-process, with the config site/mkdocs.yml and that folder
-   as its docs_dir) renders the site into another temporary folder, and the raw results are
-   copied beside it (results/<cell>.json, the permalinks of the cell pages).
+   as its docs_dir) renders the site into another temporary folder. Raw results are not
+   copied into it (75 MB of them made the site 151 MB): a published build links each result
+   file in the repository at the commit that pins it (``cite.result_url``); a local build
+   without that pin links results/<cell>.json beside the site, which it does not copy (serve
+   the results folder there to follow those links). The report prints the built
+   site's weight against its budgets (:data:`SITE_BUDGET`, :data:`HTML_BUDGET`,
+   :data:`SEARCH_BUDGET`).
 4. Only when all of that succeeded are they swapped in as site/generated/ and site/_build/, so
    a failed run leaves the previous site as it was: nothing is published half-built.
 
@@ -34,7 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bgmatrix import evidence, results, spec
+from bgmatrix import spec
 from bgmatrix.plan import store
 from bgmatrix.site import (
     brief,
@@ -57,7 +62,11 @@ CONFIG = SITE / "mkdocs.yml"
 HAND_WRITTEN = SITE / "docs"
 GENERATED = SITE / "generated"
 BUILD = SITE / "_build"
-PAGE_LIMIT = 2 * 1024 * 1024  # bytes; a page larger than this is reported
+PAGE_LIMIT = 2 * 1024 * 1024  # bytes; a hard ceiling, even for hostile evidence
+# The weight budgets of issue 15 (light and self-contained); the report warns past each.
+SITE_BUDGET = 30 * 1024 * 1024  # the whole built site
+HTML_BUDGET = 300 * 1024  # one HTML page
+SEARCH_BUDGET = 500 * 1024  # search/search_index.json
 
 
 def write(path: Path, text: str) -> None:
@@ -149,28 +158,6 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage().splitlines()[0])
 
 
-def publish_raw_results(snapshot: model.Snapshot, results_dir: Path, site_dir: Path) -> None:
-    """Each raw result, as committed, at results/<cell>.json (the cell page's permalink), with
-    the evidence objects it names by hash at results/evidence/<hash>.json, as committed too:
-    together they keep every character the pages cut (``results.load`` reads them back).
-
-    Copied into the built site directly rather than through docs_dir, which mkdocs would copy
-    a second time.
-    """
-    raw_dir = site_dir / "results"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    store, published = evidence.Store(results_dir), evidence.Store(raw_dir)
-    keys: set[str] = set()
-    for cid in snapshot.results:
-        path = results_dir / f"{cid}.json"
-        shutil.copyfile(path, raw_dir / f"{cid}.json")
-        keys |= results.referenced(results.load_stored(path), store)
-    for key in sorted(keys):
-        target = published.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(store.path(key), target)
-
-
 def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
     """``mkdocs build --strict -f site/mkdocs.yml``, in-process so docs_dir can point at the
     temporary folder (the CLI cannot override it) and to save an interpreter start."""
@@ -222,6 +209,33 @@ def publish(new: Path, final: Path) -> None:
 def largest_page(site_dir: Path) -> tuple[int, Path | None]:
     sizes = [(p.stat().st_size, p) for p in site_dir.rglob("*.html")]
     return max(sizes, default=(0, None))
+
+
+def weight(site_dir: Path) -> dict[str, int]:
+    """The built site's weight: total bytes, the largest HTML page, the search index."""
+    index = site_dir / "search" / "search_index.json"
+    return {
+        "total": sum(p.stat().st_size for p in site_dir.rglob("*") if p.is_file()),
+        "largest_page": largest_page(site_dir)[0],
+        "search_index": index.stat().st_size if index.is_file() else 0,
+    }
+
+
+def over_budget(site_dir: Path) -> list[str]:
+    """One line per budget the built site exceeds (empty when it is light enough)."""
+    w = weight(site_dir)
+    out = []
+    if w["total"] > SITE_BUDGET:
+        out.append(f"the site is {w['total'] / 2**20:.1f} MB, over {SITE_BUDGET // 2**20} MB")
+    pages = sorted((p.stat().st_size, p) for p in site_dir.rglob("*.html")
+                   if p.stat().st_size > HTML_BUDGET)
+    if pages:
+        out.append(f"{len(pages)} HTML pages over {HTML_BUDGET // 1024} KB, the largest "
+                   f"{pages[-1][1].relative_to(site_dir)} ({pages[-1][0] / 1024:,.0f} KB)")
+    if w["search_index"] > SEARCH_BUDGET:
+        out.append(f"the search index is {w['search_index'] / 1024:,.0f} KB, over "
+                   f"{SEARCH_BUDGET // 1024} KB")
+    return out
 
 
 class Progress:
@@ -296,7 +310,6 @@ def command(args: argparse.Namespace) -> int:
               + ("" if args.no_build else "; building the site with mkdocs ..."), flush=True)
         if not args.no_build:
             build_site(gen_dir, site_dir)
-            publish_raw_results(snapshot, args.results, site_dir)
         publish(gen_dir, args.out)
         if not args.no_build:
             publish(site_dir, args.site_dir)
@@ -313,6 +326,12 @@ def command(args: argparse.Namespace) -> int:
           f"(largest page {size / 1024:,.0f} KB)")
     print(f"report: time: reading {read - started:.1f} s, generation {generated - read:.1f} s, "
           f"mkdocs {done - generated:.1f} s", flush=True)
+    w = weight(args.site_dir)
+    print(f"report: weight: {w['total'] / 2**20:.1f} MB in all, largest page "
+          f"{w['largest_page'] / 1024:,.0f} KB, search index {w['search_index'] / 1024:,.0f} KB",
+          flush=True)
+    for problem in over_budget(args.site_dir):
+        print(f"report: warning: {problem}", file=sys.stderr)
     if size > PAGE_LIMIT:
         print(f"report: warning: {path} is over {PAGE_LIMIT // (1024 * 1024)} MB",
               file=sys.stderr)

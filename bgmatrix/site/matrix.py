@@ -1,8 +1,14 @@
 """The matrix page's data: every cell's outcome per clause, compact enough to embed in one page.
 
-The page ships this data inline and ``site/docs/js/matrix.js`` draws the table from it, folding
-consecutive releases with identical outcomes and applying the filters named in the URL. So the
-matrix needs no request per cell, and a filtered view is just a link.
+The page ships this data inline and ``site/docs/js/matrix.js`` draws the table from it: one row
+per range of FastAPI releases that behave the same (whatever Starlette line they ran with; the
+Starlette versions are a column, and the line a filter), then the pure Starlette cells, then
+the candidates; filters are named in the URL. So the matrix needs no request per cell, and a
+filtered view is just a link.
+
+Every cell reads without the legend: a glyph for the verdict (✓ conforms, ✗ deviates, – n/a,
+! no measurement, · not measured) and a short word for the behaviour, read from the label itself
+(``param:drop decorator:drop ...`` is "drop"); the full label is the cell's tooltip.
 """
 
 from __future__ import annotations
@@ -17,78 +23,87 @@ from bgmatrix.site import model
 from bgmatrix.site.markup import clean
 from bgmatrix.site.render import part, verdict_class
 
-#: Codes for the conflict vocabulary of spec/resolution.md#labels, the labels readers look for.
-KNOWN_CODES = {
-    "drop": "D",
-    "warn": "W",
-    "merge": "M",
-    "merge-reordered": "MR",
-    "warn+merge": "WM",
-    "warn+merge-reordered": "WMR",
-    "duplicate": "2×",
-    "lost-all": "L",
-    "replace": "R",
-    "warn+replace": "WR",
-    "partial": "P",
-    "warn+partial": "WP",
-    "n/a": "–",
+#: Words for outcomes that are not measurements (the cell's state, or a clause it predates).
+STATE_WORDS = {
+    "install-error": "install error",
+    "no-interpreter": "no Python",
+    "import-error": "import error",
+    "harness-error": "harness error",
+    "timeout": "timeout",
+    "missing": "not measured",
 }
-#: Codes for outcomes that are not measurements.
-STATE_CODES = {
-    "install-error": "IE",
-    "no-interpreter": "NI",
-    "import-error": "IM",
-    "harness-error": "HE",
-    "timeout": "TO",
-    "missing": "·",
-}
+#: Glyph per verdict class: the verdict never rests on colour alone.
+GLYPHS = {"v-ok": "✓", "v-dev": "✗", "v-na": "–", "v-fail": "!", "v-none": "·"}
+#: Labels that open with a phrase keep the phrase (``same (...)``, ``differs from handler ...``).
+PHRASES = (("same as handler", "same"), ("same", "same"), ("differs from handler", "differs"),
+           ("schedule-dependent", "schedule-dependent"))
+WORD_LIMIT = 18  # characters of a word in a cell; the tooltip has the whole label
 LABEL_LIMIT = 200  # characters of a label kept in the page data
+SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 
-def _base_code(label: str) -> str:
-    if label in KNOWN_CODES:
-        return KNOWN_CODES[label]
-    if label != model.conflict_part(label) and model.conflict_part(label) in KNOWN_CODES:
-        return KNOWN_CODES[model.conflict_part(label)]
-    words = re.findall(r"[A-Za-z0-9]+", label)
-    if not words:
-        return "?"
-    if len(words) == 1:
-        return words[0][:3].lower()
-    return "".join(w[0] for w in words[:3]).upper()
+def short_word(verdict: str, label: str) -> str:
+    """A few characters that say what a label says: the label itself when it is one word, the
+    value every part agrees on (``response:drop json:drop`` -> ``drop``), else the values in
+    order of frequency while they fit (``isolated/carried``), else the commonest one and "…"."""
+    if not model.is_measured((verdict, label)):
+        return STATE_WORDS.get(verdict, verdict)
+    text = re.sub(r" … \[.*$", "", label).strip()  # a label cut in the page data
+    if not text:
+        return verdict
+    if "conflict:" in text:  # the conflict is what the label is about (data:ran conflict:drop)
+        text = model.conflict_part(text)
+    for phrase, word in PHRASES:
+        if text.startswith(phrase + " ") or text == phrase:
+            return word
+    tokens = [t for t in re.split(r"[\s;()]+", text) if t]
+    values = [re.sub(r"\[.*?\]", "", re.split(r"[:=]", t)[-1]) for t in tokens]
+    values = [v for v in values if v] or [text]
+    counts = Counter(values)
+    if len(counts) > 1:
+        counts.pop("n/a", None)
+    ranked = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], values.index(kv[0])))]
+    joined = "/".join(ranked)
+    if len(joined) <= WORD_LIMIT:
+        return joined
+    first = ranked[0]
+    return (first[: WORD_LIMIT - 1] + "…") if len(first) >= WORD_LIMIT else first + "…"
 
 
-def outcome_codes(outcomes: list[model.Outcome]) -> dict[model.Outcome, str]:
-    """A short, unique code per outcome; the commonest label keeps the plain code."""
-    codes: dict[model.Outcome, str] = {}
-    by_label: dict[str, str] = {}
-    used: set[str] = set()
-    for verdict, label in outcomes:
-        if not model.is_measured((verdict, label)):
-            codes[(verdict, label)] = STATE_CODES.get(verdict, "!")
-            continue
-        if label not in by_label:
-            base = _base_code(label)
-            code, n = base, 1
-            while code in used:
-                n += 1
-                code = f"{base}{n}"
-            used.add(code)
-            by_label[label] = code
-        codes[(verdict, label)] = by_label[label]
-    return codes
+def outcome_words(outcomes: list[model.Outcome],
+                  columns: list[set[model.Outcome]] | None = None) -> dict[model.Outcome, str]:
+    """A word per outcome. Where two labels of one clause would read the same, the rarer ones
+    get a subscript (``drop``, ``drop₂``), so a column never shows one word for two behaviours.
+    ``outcomes`` come commonest first; ``columns`` are the outcomes seen per clause."""
+    words = {o: short_word(*o) for o in outcomes}
+    clash: set[str] = set()
+    for seen in columns or [set(outcomes)]:
+        by_word = Counter(words[o] for o in seen if model.is_measured(o))
+        clash |= {w for w, n in by_word.items() if n > 1}
+    numbered: Counter[str] = Counter()
+    for o in outcomes:
+        if words[o] in clash and model.is_measured(o):
+            numbered[words[o]] += 1
+            if numbered[words[o]] > 1:
+                words[o] = words[o] + str(numbered[words[o]]).translate(SUBSCRIPTS)
+    return words
+
+
+def _sort_key(result: Result, release_index: dict[str, int]) -> tuple:
+    cell = result["cell"]
+    return (release_index.get(cell["fastapi"] or "", -1),
+            model.version_key(cell["fastapi"] or ""),
+            model.version_key(cell["starlette"] or ""), cell["python"])
 
 
 def _sections(snapshot: model.Snapshot) -> list[tuple[str, str, list[Result]]]:
-    """(key, title, cells): one section per Starlette line for FastAPI cells, then the pure
-    Starlette cells, then the candidates."""
-    lines: dict[str, list[Result]] = {}
-    for result in snapshot.cells("fastapi"):
-        lines.setdefault(clean(model.line_of(result["cell"]["starlette"]), 40), []).append(result)
-    out = [
-        (f"st-{line}", f"FastAPI releases with Starlette {line}.x", cells)
-        for line, cells in sorted(lines.items(), key=lambda kv: model.version_key(kv[0]))
-    ]
+    """(key, title, cells): every FastAPI cell in release order (each release's cells by
+    Starlette version), the pure Starlette cells, then the candidates."""
+    release_index = {v: i for i, v in enumerate(snapshot.planned["fastapi"])}
+    out = []
+    if snapshot.cells("fastapi"):
+        out.append(("fastapi", "FastAPI releases",
+                    sorted(snapshot.cells("fastapi"), key=lambda r: _sort_key(r, release_index))))
     if snapshot.cells("starlette"):
         out.append(("starlette", "Starlette releases on their own", snapshot.cells("starlette")))
     if snapshot.cells("candidate"):
@@ -97,11 +112,12 @@ def _sections(snapshot: model.Snapshot) -> list[tuple[str, str, list[Result]]]:
 
 
 def matrix_data(snapshot: model.Snapshot) -> dict:
-    """The page data: clauses, interned outcomes with codes, sections and one row per cell."""
+    """The page data: clauses, interned outcomes with words, sections and one row per cell."""
     ids = [c.id for c in snapshot.clauses]
     counts = Counter(model.outcome(r, cid) for r in snapshot.results.values() for cid in ids)
     ordered = [o for o, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    codes = outcome_codes(ordered)
+    columns = [{model.outcome(r, cid) for r in snapshot.results.values()} for cid in ids]
+    words = outcome_words(ordered, columns)
     index = {o: i for i, o in enumerate(ordered)}
     releases = snapshot.planned["fastapi"]
     release_index = {v: i for i, v in enumerate(releases)}
@@ -127,11 +143,13 @@ def matrix_data(snapshot: model.Snapshot) -> dict:
     return {
         "snapshot": snapshot.id,
         "clauses": [[c.id, c.title, c.chapter, c.level, c.keyword] for c in snapshot.clauses],
+        # [verdict, label, word, verdict class]; the glyph follows from the class (GLYPHS)
         "outcomes": [
-            [clean(v, LABEL_LIMIT), clean(lb, LABEL_LIMIT), clean(codes[(v, lb)], 12),
+            [clean(v, LABEL_LIMIT), clean(lb, LABEL_LIMIT), clean(words[(v, lb)], 40),
              verdict_class(v)]
             for v, lb in ordered
         ],
+        "glyphs": GLYPHS,
         "sections": [[key, title] for key, title, _ in sections],
         "releases": [clean(v, 40) for v in releases],
         "lines": sorted({clean(model.line_of(r["cell"]["starlette"]), 40) for r in snapshot.cells()
@@ -141,17 +159,20 @@ def matrix_data(snapshot: model.Snapshot) -> dict:
 
 
 def legend_html(data: dict) -> Markup:
-    """Verdict colours and every code used, with its full label (escaped: labels are data)."""
+    """Verdict glyphs and colours, and every word used with the full labels it stands for
+    (escaped: labels are data)."""
     swatches = [
-        ("v-ok", "conforms"),
-        ("v-dev", "deviates"),
-        ("v-na", "n/a (the release lacks the feature)"),
-        ("v-fail", "no measurement: the cell's suite did not run (state code shown)"),
-        ("v-none", "not measured (result predates the clause)"),
+        ("v-ok", f"{GLYPHS['v-ok']} conforms"),
+        ("v-dev", f"{GLYPHS['v-dev']} deviates"),
+        ("v-na", f"{GLYPHS['v-na']} n/a (the release lacks the feature)"),
+        ("v-fail", f"{GLYPHS['v-fail']} no measurement: the cell's suite did not run "
+                   "(the word says why)"),
+        ("v-none", f"{GLYPHS['v-none']} not measured (the result predates the clause)"),
     ]
     seen: dict[str, set[str]] = {}
-    for verdict, label, code, _ in data["outcomes"]:
-        seen.setdefault(code, set()).add(label or verdict)
-    codes = [(code, ", ".join(sorted(labels)))
-             for code, labels in sorted(seen.items(), key=lambda kv: kv[0].lower())]
-    return part("legend")(swatches, codes)
+    for _verdict, label, word, _ in data["outcomes"]:
+        if label and label != word:
+            seen.setdefault(word, set()).add(label)
+    words = [(word, "; ".join(sorted(labels)))
+             for word, labels in sorted(seen.items(), key=lambda kv: kv[0].lower())]
+    return part("legend")(swatches, words)

@@ -290,9 +290,11 @@ def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
         "# Matrix",
         "",
         "Clauses across releases. Consecutive releases whose outcomes are identical are folded "
-        "into one range (click a range to expand it); FastAPI releases are grouped by the "
-        "Starlette line they ran with. A cell shows the behaviour code, coloured by the verdict; "
-        "hover for the full label, click a release for its evidence. Filters are kept in the "
+        "into one range (click a range to expand it); the Starlette column says which versions "
+        "a row ran with, and the Starlette line filter picks one. A cell shows the verdict as a "
+        "glyph (✓ conforms, ✗ deviates, – n/a, ! no measurement, · not measured) and the "
+        "behaviour in a word; hover for the full label, click a release for its evidence. "
+        "Filters are kept in the "
         "address, so a filtered view can be linked: for example "
         f'{link("matrix.html#clause=ATTACH-3,ATTACH-4,ATTACH-8", "the conflict clauses")} or '
         f'{link("matrix.html#clause=ATTACH-3&behaviour=drop", "every release that drops")}.',
@@ -444,14 +446,20 @@ def clause_page(
             lines.append(raw(part("para")(
                 part("strong")("Flips back and forth:")
                 + text(f" returns to an earlier behaviour in {flipped}."), "bgm-flip")))
-        lines.append(raw(timeline_table(snapshot, timeline, root)))
+        # Out of the search index (each row lists every release: 1 MB of index over the
+        # clauses); the page's heading, spec text and first change stay searchable. A
+        # <section>, because the search plugin matches a skipped element by its tag name only
+        # and no <section> is nested in the table (an inner </div> would end a <div>'s skip).
+        lines.append(raw(Markup('<section data-search-exclude>{}</section>').format(
+            timeline_table(snapshot, timeline, root))))
     lines += wire_rows(snapshot, clause, root)
     candidates = snapshot.cells("candidate")
     if candidates:
         lines += ["## Candidates", ""]
         rows = [[link(cell_href(root, r["cell"]["id"]), version_text(r["cell"])),
                  outcome_html(model.outcome(r, clause.id))] for r in candidates]
-        lines.append(raw(table(["Candidate", "Behaviour (verdict)"], rows)))
+        lines.append(raw(Markup("<section data-search-exclude>{}</section>").format(
+            table(["Candidate", "Behaviour (verdict)"], rows))))  # cells: not searched
     lines += history.clause_section(snapshot, clause.id)
     return "\n".join(lines) + "\n"
 
@@ -483,7 +491,8 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
     return ["## On the wire", "",
             "Re-observed through the cell's period-correct uvicorn on 127.0.0.1 with an httpx "
             "client (wire mode); the raw-ASGI verdict stays the verdict of record.", "",
-            raw(part("scroll")(table(["Cell", "Raw ASGI", "Wire", ""], [r for _, r in rows]))),
+            raw(Markup("<section data-search-exclude>{}</section>").format(  # cells: not searched
+                part("scroll")(table(["Cell", "Raw ASGI", "Wire", ""], [r for _, r in rows])))),
             ""]
 
 

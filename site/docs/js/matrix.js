@@ -1,8 +1,11 @@
 /* The matrix page: draws clauses x cells from the data embedded in the page, folds consecutive
- * cells with identical outcomes into expandable ranges, and applies the filters named in the
- * address (#clause=ATTACH-3,RES&behaviour=drop&from=0.100.0&to=0.120.0&line=0.27), so any
- * filtered view is a link. No framework; every piece of data enters the page as textContent,
- * never as markup, because labels come from result files. */
+ * cells with identical outcomes into expandable ranges (one row per range of FastAPI releases
+ * that behave the same, their Starlette versions in a column), and applies the filters named in
+ * the address (#clause=ATTACH-3,RES&behaviour=drop&from=0.100.0&to=0.120.0&line=0.27), so any
+ * filtered view is a link. A cell is a glyph for its verdict and a short word for its behaviour;
+ * the full label is its tooltip. Expanding a range keeps the scroll position. No framework;
+ * every piece of data enters the page as textContent, never as markup, because labels come from
+ * result files. */
 (function () {
   "use strict";
 
@@ -61,17 +64,18 @@
   }
 
   function fillForm() {
+    /* Whole values only: a verdict, a short word, or a label as the results spell it. */
     var behaviours = {};
     data.outcomes.forEach(function (o) {
       behaviours[o[0]] = true;
-      if (o[1] && o[1] !== "n/a") {
-        o[1].split(/[\s;]+/).forEach(function (token) {
-          behaviours[token.replace(/^[a-z]+:/, "")] = true;
-        });
+      behaviours[o[2]] = true;
+      if (o[1]) {
         behaviours[o[1]] = true;
       }
     });
-    Object.keys(behaviours).sort().forEach(function (b) {
+    Object.keys(behaviours).sort(function (a, b) {
+      return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+    }).forEach(function (b) {
       if (b) {
         option(form.elements.behaviour, b, b);
       }
@@ -100,28 +104,37 @@
     });
   }
 
-  /* "ATTACH-3, RES" -> the indexes of ATTACH-3 and of every RES-n clause. */
+  /* "ATTACH-3, RES" -> the indexes of ATTACH-3 and of every RES-n clause, and the names that
+   * match no clause of this snapshot (said above the grid, never silently dropped). */
   function selectedClauses(text) {
     var tokens = text.toUpperCase().split(/[\s,]+/).filter(Boolean);
     var chosen = [];
+    var used = {};
     data.clauses.forEach(function (c, i) {
       var hit = !tokens.length || tokens.some(function (t) {
-        return c[0] === t || (!/\d/.test(t) && c[0].indexOf(t + "-") === 0);
+        var match = c[0] === t || (!/\d/.test(t) && c[0].indexOf(t + "-") === 0);
+        if (match) {
+          used[t] = true;
+        }
+        return match;
       });
       if (hit) {
         chosen.push(i);
       }
     });
-    return chosen;
+    var unknown = tokens.filter(function (t) {
+      return !used[t];
+    });
+    if (tokens.length && !chosen.length) {
+      chosen = data.clauses.map(function (c, i) {
+        return i;
+      });
+    }
+    return { columns: chosen, unknown: unknown };
   }
 
   function matchesBehaviour(outcome, wanted) {
-    if (outcome[0] === wanted || outcome[1] === wanted) {
-      return true;
-    }
-    return outcome[1].split(/[\s;]+/).some(function (token) {
-      return token.replace(/^[a-z]+:/, "") === wanted;
-    });
+    return outcome[0] === wanted || outcome[1] === wanted || outcome[2] === wanted;
   }
 
   function releaseIndex(version) {
@@ -160,31 +173,57 @@
     return cell[C.KIND] === "starlette" ? cell[C.ST] : cell[C.FA];
   }
 
-  function secondary(cell) {
-    var parts = [];
-    if (cell[C.KIND] !== "starlette") {
-      parts.push("st " + cell[C.ST]);
+  /* The Starlette column: the versions a row ran with ("0.27.0", "0.27.0 – 0.29.0"). */
+  function starletteText(group) {
+    if (group[0][C.KIND] === "starlette") {
+      return "on its own";
     }
-    parts.push("py" + cell[C.PY]);
-    return parts.join(" · ");
+    var seen = [];
+    group.forEach(function (cell) {
+      if (cell[C.ST] && seen.indexOf(cell[C.ST]) < 0) {
+        seen.push(cell[C.ST]);
+      }
+    });
+    if (!seen.length) {
+      return "";
+    }
+    return seen.length === 1 ? seen[0] : seen[0] + " – " + seen[seen.length - 1] +
+      " (" + seen.length + ")";
+  }
+
+  function pythonText(group) {
+    var seen = [];
+    group.forEach(function (cell) {
+      if (seen.indexOf(cell[C.PY]) < 0) {
+        seen.push(cell[C.PY]);
+      }
+    });
+    return "py" + seen.join(", ");
   }
 
   function outcomeCells(row, cell, columns) {
     columns.forEach(function (i) {
       var o = data.outcomes[cell[C.OUT][i]];
-      var td = el("td", { "class": "bgm-o " + o[3] }, o[2]);
-      td.title = data.clauses[i][0] + ": " + (o[1] || o[0]) + " (" + o[0] + ")";
+      var glyph = (data.glyphs || {})[o[3]] || "";
+      var td = el("td", { "class": "bgm-o " + o[3] });
+      td.appendChild(el("span", { "class": "bgm-g", "aria-hidden": "true" }, glyph));
+      td.appendChild(document.createTextNode(" " + o[2]));
+      td.title = data.clauses[i][0] + ": " + o[0] + (o[1] && o[1] !== o[2] ? " — " + o[1] : "");
       row.appendChild(td);
     });
+  }
+
+  function headCells(row, group) {
+    row.appendChild(el("td", { "class": "bgm-st" }, starletteText(group)));
   }
 
   function cellRow(cell, columns, extraClass) {
     var row = el("tr", { "class": "bgm-row " + (extraClass || "") });
     var th = el("th", { scope: "row" });
-    var a = el("a", { href: "cells/" + cell[C.ID] + ".html" }, primary(cell));
-    th.appendChild(a);
-    th.appendChild(el("small", {}, " " + secondary(cell)));
+    th.appendChild(el("a", { href: "cells/" + cell[C.ID] + ".html" }, primary(cell)));
+    th.appendChild(el("small", {}, " " + pythonText([cell])));
     row.appendChild(th);
+    headCells(row, [cell]);
     outcomeCells(row, cell, columns);
     return row;
   }
@@ -195,15 +234,19 @@
     var open = !!expanded[key];
     var row = el("tr", { "class": "bgm-range" });
     var th = el("th", { scope: "row" });
-    var button = el("button", { type: "button", "aria-expanded": String(open) },
-      (open ? "▾ " : "▸ ") + primary(first) + " – " + primary(last));
+    var span = primary(first) === primary(last) ? primary(first)
+      : primary(first) + " – " + primary(last);
+    var button = el("button", { type: "button", "aria-expanded": String(open),
+      "data-key": key, title: (open ? "Fold " : "Show the ") + group.length + " cells" },
+    (open ? "▾ " : "▸ ") + span);
     button.addEventListener("click", function () {
       expanded[key] = !expanded[key];
-      render();
+      render(key);
     });
     th.appendChild(button);
-    th.appendChild(el("small", {}, " " + group.length + " cells"));
+    th.appendChild(el("small", {}, " " + group.length + " cells · " + pythonText(group)));
     row.appendChild(th);
+    headCells(row, group);
     outcomeCells(row, first, columns);
     var rows = [row];
     if (open) {
@@ -214,22 +257,54 @@
     return rows;
   }
 
-  function render() {
+  /* Redrawing replaces the grid; the page and the grid keep where they were scrolled to, and
+   * the range button that was pressed keeps the focus. */
+  function render(focusKey) {
+    var old = holder.querySelector(".bgm-scroll");
+    var keepScroll = old ? { top: old.scrollTop, left: old.scrollLeft } : null;
+    var pageY = window.scrollY;
+    holder.style.minHeight = holder.offsetHeight + "px"; /* no collapse while redrawing */
+    draw();
+    var scroller = holder.querySelector(".bgm-scroll");
+    if (scroller && keepScroll) {
+      scroller.scrollTop = keepScroll.top;
+      scroller.scrollLeft = keepScroll.left;
+    }
+    holder.style.minHeight = "";
+    window.scrollTo(window.scrollX, pageY);
+    if (focusKey) {
+      var button = holder.querySelector('button[data-key="' + focusKey.replace(/"/g, "") + '"]');
+      if (button) {
+        button.focus({ preventScroll: true });
+      }
+    }
+  }
+
+  function draw() {
     var filters = readFilters();
     showFilters(filters);
-    var columns = selectedClauses(filters.clause);
+    var picked = selectedClauses(filters.clause);
+    var columns = picked.columns;
     holder.textContent = "";
     if (!data.cells.length) {
       holder.appendChild(el("p", { "class": "bgm-empty" }, "No results yet: nothing to show."));
       holder.setAttribute("data-rendered", "0");
       return;
     }
+    if (picked.unknown.length) {
+      holder.appendChild(el("p", { "class": "bgm-notice", id: "bgm-unknown", role: "alert" },
+        "No clause named " + picked.unknown.join(", ") + " in this snapshot's spec; " +
+        (columns.length === data.clauses.length ? "showing every clause." :
+          "showing the others.") + " The clause list names them all."));
+    }
     var table = el("table", { "class": "bgm-grid" });
     var head = el("tr");
-    head.appendChild(el("th", { "class": "bgm-corner" }, "Release"));
+    head.appendChild(el("th", { "class": "bgm-corner", scope: "col" }, "Release"));
+    head.appendChild(el("th", { "class": "bgm-corner bgm-st", scope: "col" }, "Starlette"));
     columns.forEach(function (i) {
       var c = data.clauses[i];
-      var th = el("th", { "class": "bgm-clause", title: c[0] + " (" + c[4] + ") " + c[1] });
+      var th = el("th", { "class": "bgm-clause", scope: "col",
+        title: c[0] + " (" + c[4] + ") " + c[1] });
       th.appendChild(el("a", { href: "clauses/" + c[0] + ".html" }, c[0]));
       head.appendChild(th);
     });
@@ -246,7 +321,8 @@
       shown += cells.length;
       var body = el("tbody");
       var title = el("tr", { "class": "bgm-section" });
-      title.appendChild(el("th", { colspan: String(columns.length + 1) }, section[1]));
+      title.appendChild(el("th", { colspan: String(columns.length + 2), scope: "rowgroup" },
+        section[1]));
       body.appendChild(title);
       var group = [];
       var groupKey = null;
@@ -281,7 +357,8 @@
       data.snapshot);
     holder.appendChild(summary);
     if (shown) {
-      var scroller = el("div", { "class": "bgm-scroll" });
+      var scroller = el("div", { "class": "bgm-scroll", tabindex: "0",
+        "aria-label": "The matrix (scrolls both ways)" });
       scroller.appendChild(table);
       holder.appendChild(scroller);
     } else {
@@ -302,7 +379,9 @@
     event.preventDefault(); /* Enter in the clause field: apply, never reload */
     form.dispatchEvent(new Event("change"));
   });
-  window.addEventListener("hashchange", render);
+  window.addEventListener("hashchange", function () {
+    render();
+  });
   fillForm();
   document.getElementById("bgm-permalink").href = location.pathname + location.hash;
   render();
