@@ -23,8 +23,8 @@ and keeps its traceback.
     ├── ShardError                   a shard cannot be chosen or grouped     (bgmatrix.run.shards)
     │   └── MergeRefused             shard folders cannot be published; one line per problem
     ├── ReportError                  the inputs cannot make a site             (bgmatrix.site.model)
-    ├── PublishError                 --publish without a site URL or commit     (bgmatrix.site.cite)
-    ├── DecisionInputError           compat, cost or upstream check unreadable (bgmatrix.site.decision)
+    ├── PublishError                 --publish without a site URL or commit (bgmatrix.site.cite)
+    ├── DecisionInputError           a decision input is unreadable  (bgmatrix.site.decision)
     └── RegressionError              candidates/regression.json is broken (bgmatrix.site.regression)
 
 Classes are defined where they are raised (and stay importable there); the ones every layer

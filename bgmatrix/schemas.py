@@ -5,8 +5,8 @@
     evidence     results/evidence/<hash>.json     (bgmatrix.evidence; one ``$defs`` kind each)
     run          results/run.json                 (bgmatrix.snapshot)
     regression   candidates/regression.json       (bgmatrix.run.candidates, bgmatrix.site)
-    upstream     candidates/upstream/check.json   (bgmatrix.run.upstream)
     cost         candidates/cost.json             (scripts/cost.py)
+    upstream     candidates/upstream/check.json   (bgmatrix.run.upstream)
     compat       candidates/compat.json           (bgmatrix.run.compat)
 
 One validator per schema (or ``$defs`` entry) is built once per process: building one costs

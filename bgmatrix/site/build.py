@@ -118,7 +118,6 @@ def generate(
          + history.changes_section(snapshot, listed))
     page("history.md", history.page(snapshot, listed))
 
-
     export = exports.matrix_json(snapshot)
     write(out / "downloads" / "matrix.json", exports.dumps(export))
     write(out / "downloads" / "matrix.csv", exports.matrix_csv(export))
@@ -143,7 +142,8 @@ def generate(
     for path in sorted(suite.SUITE_DIR.glob("test_*.py")):
         source = path.read_text(encoding="utf-8")
         page(f"suite/{path.stem}.md",
-             pages.suite_page(path, source, suite.marks_by_test(tests, path.name)))
+             pages.suite_page(path, source, suite.marks_by_test(tests, path.name),
+                              {c.id for c in snapshot.clauses}))
     return count
 
 

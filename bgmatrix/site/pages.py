@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from bgmatrix.site.render import (
     version_parts,
     version_text,
 )
+from bgmatrix.site.wire_notes import WIRE_NOTES
 from bgmatrix.spec import Clause
 
 NO_RESULTS = "No results yet: run `nox` (or `bgmatrix run ...`) to measure releases."
@@ -52,14 +53,17 @@ class Headline:
     clause: str
 
 
+#: The matrix filtered to the conflict clauses (the cases a profile is read from).
+CONFLICT_FILTER = "matrix.html#clause=" + ",".join(vocabulary.CONFLICT_CLAUSES)
+
 #: The questions the home page answers first; each answer is read from the clause's timeline.
 HEADLINES = (
     Headline("Do injected tasks survive a Response with its own background?", "ATTACH-3"),
     Headline("Do they survive a Response whose background is its own BackgroundTasks?",
              "ATTACH-4"),
-    Headline("Do tasks added by dependencies survive that conflict?", "ATTACH-8"),
-    Headline("Does the documented workaround (the injected object as the response's "
-             "background) run each task once?", "ATTACH-6"),
+    Headline("Do tasks added by dependencies survive that conflict?", "ATTACH-16"),
+    Headline("Does the identity pattern (the injected object as the response's background, "
+             "common in public code) run each task once?", "ATTACH-6"),
     Headline("Does an explicit background=None behave like no background?", "ATTACH-5"),
     Headline("Do injected tasks run when the endpoint returns data?", "ATTACH-1"),
     Headline("Do the tasks of the endpoint and its dependencies all run, in the order added?",
@@ -296,7 +300,7 @@ def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
         "behaviour in a word; hover for the full label, click a release for its evidence. "
         "Filters are kept in the "
         "address, so a filtered view can be linked: for example "
-        f'{link("matrix.html#clause=ATTACH-3,ATTACH-4,ATTACH-8", "the conflict clauses")} or '
+        f'{link(CONFLICT_FILTER, "the conflict clauses")} or '
         f'{link("matrix.html#clause=ATTACH-3&behaviour=drop", "every release that drops")}.',
         "",
     ]
@@ -404,12 +408,27 @@ def clause_page(
     lines.append(
         f"**{clause.keyword}** · {clause.level}-level · chapter "
         f"[{clause.chapter}](../spec/{clause.chapter}.md#{clause.id}) · scenarios "
-        f"{', '.join(str(s) for s in clause.scenarios)} · "
+        f"{', '.join(str(s) for s in clause.scenarios)} · since spec {clause.since} · "
+        f"{'about #11215' if clause.in_issue else 'outside #11215'} · "
         # Filter links are raw HTML: a filter is not an anchor, so mkdocs must not check it.
         + link(f"../matrix.html#clause={clause.id}", "open in the matrix")
     )
     lines += ["", "## Spec text", "", spec_body(clause),
-              releases_summary(snapshot, clause, root), "", "## Tests that check it", ""]
+              releases_summary(snapshot, clause, root), ""]
+    older = sorted({r["provenance"]["spec_version"] for r in snapshot.results.values()}
+                   - {snapshot.spec_version})
+    if older:
+        stale = sum(r["provenance"]["spec_version"] != snapshot.spec_version
+                    for r in snapshot.results.values())
+        lines += [raw(part("message")(
+            f"{stale} of {len(snapshot.results)} cells were measured against spec "
+            f"{', '.join(older)}, not {snapshot.spec_version}: their verdicts below are "
+            f"for that version's text of this clause"
+            + (", which did not have it yet." if clause.since == snapshot.spec_version
+               else "."))), ""]
+    if clause.id in WIRE_NOTES:
+        lines += ["## On the wire", "", WIRE_NOTES[clause.id], ""]
+    lines += ["## Tests that check it", ""]
     from_results = {
         suite.test_name(t) for r in snapshot.results.values() for t in
         (r["clauses"][clause.id].get("tests", []) if clause.id in r["clauses"] else [])
@@ -621,10 +640,12 @@ def spec_chapter(snapshot: model.Snapshot, text: str) -> str:
     return "".join(out)
 
 
-def suite_page(path: Path, source: str, marks: dict[str, list[str]]) -> str:
+def suite_page(path: Path, source: str, marks: dict[str, list[str]],
+               known: Collection[str]) -> str:
     """A test file of the suite, split at its top-level definitions so each test has an
     anchor that the clause pages link to; ``marks`` (test -> clauses) comes from the results'
-    test records (``suite.marks_by_test``)."""
+    test records (``suite.marks_by_test``).  A clause ID the spec no longer has (results
+    measured against an earlier spec version) links to the spec's withdrawn IDs instead."""
     chunks = suite.split_source(source)
     out = [
         SEARCH_EXCLUDED + f"# tests/spec/{path.name}",
@@ -635,7 +656,10 @@ def suite_page(path: Path, source: str, marks: dict[str, list[str]]) -> str:
     for name, source_text in chunks:
         if name and name in marks:
             # A Markdown heading (names are identifiers), so mkdocs checks links to its anchor.
-            clauses = ", ".join(f"[{c}](../clauses/{c}.md)" for c in marks[name])
+            clauses = ", ".join(
+                f"[{c}](../clauses/{c}.md)" if c in known
+                else f"[{c}](../spec/index.md#withdrawn) (not in spec {spec.spec_version()})"
+                for c in marks[name])
             out += ["", f"### `{name}` {{#{name}}}", "", f"Checks {clauses}."]
         out.append(raw(part("pre")(source_text.rstrip("\n"), None, "bgm-pre bgm-source")))
     return "\n".join(out)
