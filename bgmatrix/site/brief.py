@@ -403,7 +403,8 @@ def page(snapshot: model.Snapshot) -> str:
     if not cite.site_url():
         # A local build has no public URL: its links lead from the site root, where this
         # page is, so they are made relative and work wherever the build is served.
-        text = text.replace("](/", "](")
+        # As Markdown links between pages, so that mkdocs checks them (and rewrites them).
+        text = re.sub(r"\]\(/?([^):#?]+)\.html", r"](\1.md", text)
     return ("# The brief\n\nOne page for FastAPI #11215, also printed by `bgmatrix brief` as "
             "Markdown to paste. Published, its links are absolute and pinned to this "
             "snapshot's own pages.\n\n" + text)

@@ -35,7 +35,11 @@ from bgmatrix.site.render import (
 
 EVENT_LIMIT = 300  # events shown per exchange; the raw result has them all
 BODY_LIMIT = 600  # characters of a response body shown
-TEST_LIMIT = 60_000  # characters of one test's evidence shown; keeps a page far below 2 MB
+#: Characters of one test's evidence shown: its outcome and verdicts, then the start of its
+#: observations. The site links the complete record (the raw result and its evidence
+#: objects, pinned to the commit they were measured on) instead of copying ~100 event logs
+#: into each of ~700 pages, which kept the build far above its 30 MB budget.
+TEST_LIMIT = 1_200
 
 
 def is_exchange(value: object) -> bool:
@@ -142,7 +146,7 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
         Markup("State: ") + part("strong")(result["state"]),
         Markup("conflict behaviour ({}): {}").format(model.CONFLICT_CLAUSE,
                                                      outcome_html(conflict)),
-        link(f"{root}results/{cell['id']}.json", "raw result (JSON)"),
+        link(cite.result_url(cell["id"], snapshot), "raw result (JSON)"),
         link(f"{root}matrix.html", "matrix"),
     ]
     lines.append(raw(part("para")(Markup(" · ").join(summary))))
@@ -191,7 +195,10 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
         lines.append("No clause verdicts: the suite did not run to completion.\n")
     if "wire" in result:
         lines += wire_section(root, result)
-    lines += ["## Observations", ""]
+    lines += ["## Observations", "",
+              f"Each test's record is shown up to {TEST_LIMIT:,} characters; the "
+              f"[raw result]({cite.result_url(cell['id'], snapshot)}) and the evidence objects "
+              "it names (`results/evidence/`) keep every event.", ""]
     if not result["tests"]:
         lines.append("No test records.\n")
     else:
