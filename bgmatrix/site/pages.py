@@ -483,6 +483,25 @@ def clause_page(
     return "\n".join(lines) + "\n"
 
 
+_SCHEDULED = re.compile(r"([\w./-]+)=([\w-]+)")
+
+
+def matching_schedules(raw_label: str, wire_label: str) -> list[str]:
+    """The schedules of a ``schedule-dependent (...)`` raw label whose outcome is the wire's
+    label for every case the wire observed (spec/index.md#schedules): the schedule that
+    reproduces the server's behaviour explains a disagreement."""
+    wire_cases, wire_bare = vocabulary.label_parts(wire_label)
+    wire_outcomes = set(wire_cases.values()) | wire_bare
+    per_schedule: dict[str, set[str]] = {}
+    for part_ in raw_label.split("; "):
+        if "schedule-dependent (" not in part_:
+            continue
+        for name, outcome in _SCHEDULED.findall(part_.split("(", 1)[1]):
+            per_schedule.setdefault(name, set()).add(outcome)
+    return sorted(name for name, outcomes in per_schedule.items()
+                  if outcomes and outcomes <= wire_outcomes)
+
+
 def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
     """The clause as a real client saw it (wire mode), beside the raw-ASGI verdict, for every
     cell that has wire evidence of it; disagreements first."""
@@ -497,6 +516,9 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
         differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
         flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
             "agree" if mine.get("verdict") == wire["verdict"] else "—")
+        explained = matching_schedules(str(mine.get("label", "")), str(wire["label"]))
+        if differ and explained:
+            flag += "; the server behaves like schedule " + ", ".join(explained)
         if result["wire"].get("stale"):
             flag += " (stale: the wire method changed since)"
         raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"

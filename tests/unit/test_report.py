@@ -778,3 +778,14 @@ def test_report_prints_progress_and_ctrl_c_keeps_the_previous_build(tmp_path):
     for d in (site, gen):  # the previous build, untouched; no temporary folder left beside it
         assert sorted(p.name for p in d.iterdir()) == ["previous.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "none", "results", "site"]
+
+
+def test_a_wire_disagreement_is_explained_by_the_schedule_that_reproduces_it():
+    from bgmatrix.site import pages
+
+    raw = ("schedule-dependent (sync/send-yields-0=after-body async/send-yields-0=after-body "
+           "async/send-yields-1=before-body)")
+    assert pages.matching_schedules(raw, "response:after-body; stream:after-body") == [
+        "async/send-yields-0", "sync/send-yields-0"]
+    assert pages.matching_schedules(raw, "response:no-body") == []
+    assert pages.matching_schedules("before-body", "response:after-body") == []
