@@ -256,6 +256,12 @@ def home(snapshot: model.Snapshot) -> str:
               "pattern, and the evidence. Every release is listed on the "
               "[releases page](releases/index.md).", ""]
     lines.append(raw(releases.version_box(snapshot)))
+    found = releases.overview(snapshot)
+    if found:
+        lines += ["## Hazards found", "",
+                  "Each hazard with the FastAPI releases that have it (any measured cell of "
+                  "the release deviates) and the safe pattern; a release's page shows the "
+                  "code.", "", *found, ""]
     lines += ["## Headline answers", ""]
     by_chapter: dict[str, list[Headline]] = {}
     for h in HEADLINES:

@@ -56,6 +56,7 @@ TOPICS = {
     "frontend": ("Frontend route groups", "frontend route groups"),
     "middleware": ("BaseHTTPMiddleware", "BaseHTTPMiddleware"),
     "dependencies": ("Dependencies declared but not called", "uncalled dependencies"),
+    "declaration": ("How BackgroundTasks is declared", "the declaration of BackgroundTasks"),
 }
 
 PATTERNS = {
@@ -127,6 +128,14 @@ PATTERNS = {
         "        await self.app(scope, receive, wrapped)\n\n"
         "app.add_middleware(Timing)\n",
     ),
+    "plain-parameter": Pattern(
+        "Declare the parameter with its plain annotation, with no default:",
+        "@app.post(\"/items\")\n"
+        "async def create_item(background_tasks: BackgroundTasks):\n"
+        "    background_tasks.add_task(notify, \"created\")\n"
+        "    return {\"ok\": True}\n",
+        "ATTACH-1",
+    ),
     "router-dependencies": Pattern(
         "Declare the dependency where the release calls it: on the router or include_router:",
         "app.include_router(router, dependencies=[Depends(verify_token)])\n",
@@ -183,7 +192,51 @@ HAZARDS = tuple(Hazard(*h) for h in (
     ("SHAPE-12", "dependencies",
      "A dependency accepted at some sites (`FastAPI(dependencies=[...])`, say) is silently "
      "never called.", "router-dependencies"),
+    ("SHAPE-8", "declaration",
+     "A `BackgroundTasks` parameter declared in some accepted way (`= Depends()`, say) is "
+     "not the request's collection: its tasks never run, or the endpoint fails.",
+     "plain-parameter"),
 ))
+
+
+def _ranges(versions: Sequence[str], hit: set[str]) -> list[tuple[str, str]]:
+    """Runs of consecutive releases (in ``versions``' order) that are in ``hit``."""
+    runs: list[tuple[str, str]] = []
+    start = last = None
+    for version in versions:
+        if version in hit:
+            start = start or version
+            last = version
+        elif start is not None and last is not None:
+            runs.append((start, last))
+            start = last = None
+    if start is not None and last is not None:
+        runs.append((start, last))
+    return runs
+
+
+def overview(snapshot: model.Snapshot, root: str = "") -> list[str]:
+    """Every hazard of the catalogue that some measured release has: its release ranges, the
+    safe pattern's title and the clause page (the home page's list, computed from the
+    results)."""
+    by_release = releases(snapshot)
+    lines: list[str] = []
+    for hazard in HAZARDS:
+        if hazard.clause not in snapshot.clause_by_id:
+            continue
+        hit = {v for v, cells in by_release.items() if _deviating(cells, hazard.clause)}
+        if not hit:
+            continue
+        # A release that measured nothing of the clause (an import error) does not split a
+        # range: the ranges run over the releases that were graded.
+        graded = [v for v in by_release if any(
+            model.outcome(r, hazard.clause)[0] in ("conforms", "deviates")
+            for r in by_release[v])]
+        spans = ", ".join(a if a == b else f"{a}–{b}" for a, b in _ranges(graded, hit))
+        lines.append(f"- **{TOPICS[hazard.topic][0]}** ([{hazard.clause}]"
+                     f"({root}clauses/{hazard.clause}.md)), FastAPI {spans}: "
+                     f"{hazard.sentence} *Safe:* {PATTERNS[hazard.pattern].title}")
+    return lines
 
 HAZARD_BY_CLAUSE = {h.clause: h for h in HAZARDS}
 

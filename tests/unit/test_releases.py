@@ -166,3 +166,11 @@ def test_a_cell_page_opens_with_what_is_notable_and_can_cite_any_clause():
     # every clause the cell measured can be cited; each differs from the default in a line
     assert all(v for v in data.values())
     assert '<option value="LIFE-1">' in text
+
+
+def test_ranges_are_runs_of_consecutive_releases():
+    order = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"]
+    assert releases._ranges(order, {"0.1.0", "0.2.0", "0.4.0"}) == [
+        ("0.1.0", "0.2.0"), ("0.4.0", "0.4.0")]
+    assert releases._ranges(order, set()) == []
+    assert releases._ranges(order, set(order)) == [("0.1.0", "0.5.0")]
