@@ -89,14 +89,8 @@ def tests(session: nox.Session) -> None:
     # cli > site | run > plan > shared modules; no cycles (tests/unit/test_layers.py: it can fail)
     session.run(*HOST, "lint-imports", "--no-logo", ".importlinter", external=True)
     session.run(*HOST, "mypy", external=True)  # bgmatrix/, configured in mypy.ini
-    # -rs: every skipped test says why, so a skip is never mistaken for a pass. The browser and
-    # accessibility tests run in a process of their own, after the rest: run before the fault
-    # tests in one process, two interrupted-sweep fault tests failed in a fresh clone (the
-    # sweep outlived its SIGINT); why is not yet known (see the README's Reliability section).
-    browser = ["tests/unit/test_browser.py", "tests/unit/test_a11y.py"]
-    session.run(*HOST, "python", "-m", "pytest", "tests/unit", "-rs",
-                *[f"--ignore={path}" for path in browser], *session.posargs, external=True)
-    session.run(*HOST, "python", "-m", "pytest", *browser, "-rs", *session.posargs,
+    # -rs: every skipped test says why, so a skip is never mistaken for a pass.
+    session.run(*HOST, "python", "-m", "pytest", "tests/unit", "-rs", *session.posargs,
                 external=True)
 
 
