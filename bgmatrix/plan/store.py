@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Optional, TypedDict
 
+from bgmatrix import files
 from bgmatrix.errors import PlanError, PlanFileError, UsageError
 
 __all__ = ["PLAN_PATH", "SCHEMA", "PlanError", "PlanFileError", "cell_id", "load_cells",
@@ -179,17 +179,7 @@ def write_plan(plan: dict[str, Any], path: os.PathLike | str = PLAN_PATH) -> boo
     try:
         if target.exists() and target.read_text(encoding="utf-8") == text:
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        files.write_text_atomic(target, text)
     except OSError as exc:
         raise PlanError(f"{path}: cannot write: {_one_line(exc)}") from None
     return True

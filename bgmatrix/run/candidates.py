@@ -29,7 +29,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
@@ -49,7 +48,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from bgmatrix import results, schemas, spec
+from bgmatrix import files, results, schemas, spec
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.plan import index, store
 from bgmatrix.run import interpreters, runner
@@ -160,28 +159,16 @@ def sdist(version: str) -> Path:
         return target
     try:
         client = index.make_client()
-        files = index.project_files(client, "fastapi").get(version, [])
-        found = [f for f in files if f.package_type == "sdist" and f.filename.endswith(".tar.gz")]
+        listed = index.project_files(client, "fastapi").get(version, [])
+        found = [f for f in listed if f.package_type == "sdist" and f.filename.endswith(".tar.gz")]
         if not found:
             raise CandidateError(f"FastAPI {version} has no .tar.gz source distribution")
         # index is the one module that talks to the index; it also checks the sha256.
         data = index._download(client, found[0])
     except index.IndexUnavailable as exc:
         raise CandidateError(str(exc)) from None
-    _write_atomic(target, data)
+    files.write_bytes_atomic(target, data)
     return target
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _extract_safely(tf: tarfile.TarFile, dest: Path) -> None:

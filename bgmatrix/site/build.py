@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bgmatrix import spec
+from bgmatrix import files, spec
 from bgmatrix.plan import store
 from bgmatrix.site import (
     brief,
@@ -191,19 +191,23 @@ def staging(final: Path) -> Iterator[Path]:
     """A temporary sibling of ``final`` (same file system, so the swap is a rename), removed
     unless it was published."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp: Path | None = None
     try:
+        with files.interrupts_held():  # a Ctrl-C between the two would leave the folder behind
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         yield tmp / "new"
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(new: Path, final: Path) -> None:
     """Replace ``final`` by ``new`` with two renames; the old copy is deleted afterwards."""
     old = new.parent / "old"
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
+    with files.interrupts_held():  # between the renames there is no build at all
+        if final.exists():
+            final.rename(old)
+        new.rename(final)
 
 
 def largest_page(site_dir: Path) -> tuple[int, Path | None]:

@@ -789,3 +789,64 @@ def test_a_wire_disagreement_is_explained_by_the_schedule_that_reproduces_it():
         "async/send-yields-0", "sync/send-yields-0"]
     assert pages.matching_schedules(raw, "response:no-body") == []
     assert pages.matching_schedules("before-body", "response:after-body") == []
+
+
+def _ctrl_c_right_after(monkeypatch, module, name):
+    """Make ``module.name`` deliver a real SIGINT to this process just after it has created
+    its file or folder: the narrowest window in which a Ctrl-C could orphan it."""
+    import signal
+
+    real = getattr(module, name)
+
+    def creating_then_interrupted(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(module, name, creating_then_interrupted)
+
+
+def test_a_ctrl_c_as_the_staging_folder_is_made_leaves_no_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    _ctrl_c_right_after(monkeypatch, tempfile, "mkdtemp")
+    with pytest.raises(KeyboardInterrupt):
+        with build.staging(tmp_path / "gen"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_as_an_atomic_write_starts_leaves_no_file(tmp_path, monkeypatch):
+    import tempfile
+
+    from bgmatrix import files
+
+    (tmp_path / "a.json").write_text("old", encoding="utf-8")
+    _ctrl_c_right_after(monkeypatch, tempfile, "mkstemp")
+    with pytest.raises(KeyboardInterrupt):
+        files.write_text_atomic(tmp_path / "a.json", "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert (tmp_path / "a.json").read_text(encoding="utf-8") == "old"
+
+
+def test_a_ctrl_c_between_the_two_renames_of_a_swap_still_swaps_whole(tmp_path, monkeypatch):
+    """Between ``final → old`` and ``new → final`` no build exists: the swap finishes first."""
+    import signal
+
+    final, new = tmp_path / "site", tmp_path / "stage" / "new"
+    final.mkdir()
+    (final / "a").write_text("previous", encoding="utf-8")
+    new.mkdir(parents=True)
+    (new / "a").write_text("built", encoding="utf-8")
+    real_rename = Path.rename
+
+    def rename(self, target):
+        moved = real_rename(self, target)
+        if Path(target).name == "old":  # the first of the two
+            os.kill(os.getpid(), signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        build.publish(new, final)
+    assert (final / "a").read_text(encoding="utf-8") == "built"
