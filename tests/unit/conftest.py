@@ -27,3 +27,17 @@ def fake_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(runner, "run_cell", run_cell)
     monkeypatch.setattr(runner, "WORK_DIR", tmp_path / "work")
     return runs
+
+
+@pytest.fixture
+def cite_out(capsys):
+    """``bgmatrix cite CLAUSE [--cell CELL] --results FOLDER``: asserts it exits 0, returns what it
+    printed."""
+    from bgmatrix import cli
+
+    def cite(folder, clause="ATTACH-3", cell=None):
+        args = ["cite", clause, *(["--cell", cell] if cell else []), "--results", str(folder)]
+        assert cli.main(args) == 0
+        return capsys.readouterr().out
+
+    return cite

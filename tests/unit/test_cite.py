@@ -146,11 +146,10 @@ def test_every_citation_link_carries_the_snapshot_id_or_commit(tmp_path, urls):
     assert f"({REPO}/tree/{commit}/results)" in clause_text
 
 
-def test_bgmatrix_cite_prints_the_pinned_citation(tmp_path, capsys, urls):
+def test_bgmatrix_cite_prints_the_pinned_citation(tmp_path, cite_out, urls):
     folder, commit = committed_results(tmp_path)
     cell = next(p.stem for p in sorted(folder.glob("fa-*.json")))
-    assert cli.main(["cite", "ATTACH-3", "--cell", cell, "--results", str(folder)]) == 0
-    out = capsys.readouterr().out
+    out = cite_out(folder, cell=cell)
     assert f"{REPO}/blob/{commit}/results/{cell}.json" in out
     assert f"{SITE}snapshots/{model.load_snapshot(folder).id}/cells/{cell}.html" in out
 

@@ -330,18 +330,16 @@ def test_matrix_words_read_without_a_legend():
 # Citations
 
 
-def test_cite_prints_clause_behaviour_range_snapshot_and_permalinks(tmp_path, capsys):
+def test_cite_prints_clause_behaviour_range_snapshot_and_permalinks(tmp_path, cite_out):
     folder = write_results(tmp_path / "results", synthetic_results(limit=12))
-    assert cli.main(["cite", "ATTACH-3", "--results", str(folder)]) == 0
-    text = capsys.readouterr().out
+    text = cite_out(folder)
     snapshot = model.load_snapshot(folder)
     assert "ATTACH-3" in text and "MUST NOT" in text and "`drop` (deviates)" in text
     assert "FastAPI 0.10.0 – " in text and snapshot.id in text
     assert f"{cite.base_url()}clauses/ATTACH-3.html" in text
     assert text == cite.clause_markdown(snapshot, "ATTACH-3") + "\n"
     cell = next(iter(snapshot.results))
-    assert cli.main(["cite", "ATTACH-3", "--cell", cell, "--results", str(folder)]) == 0
-    text = capsys.readouterr().out
+    text = cite_out(folder, cell=cell)
     assert f"{cite.base_url()}results/{cell}.json" in text
     assert f"{cite.base_url()}cells/{cell}.html" in text
 
