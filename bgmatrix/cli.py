@@ -12,6 +12,7 @@ code 2, here and nowhere else; Ctrl-C anywhere is one line and exit code 130.
 from __future__ import annotations
 
 import argparse
+import json
 import importlib
 import sys
 from pathlib import Path
@@ -166,6 +167,9 @@ def add_show_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("cell", help="a cell id, e.g. fa-0.106.0_st-0.27.0_py3.8")
     p.add_argument("--results", default=str(results.RESULTS_DIR))
+    p.add_argument("--evidence", nargs="?", const="", metavar="TEST",
+                   help="print every test's complete record as JSON (its observations and "
+                        "event logs, uncut), or only the tests whose name contains TEST")
 
 
 def show_command(args: argparse.Namespace) -> int:
@@ -174,5 +178,13 @@ def show_command(args: argparse.Namespace) -> int:
     path = Path(args.results) / f"{args.cell}.json"
     if not path.exists():
         raise UsageError(f"no result for {args.cell!r} in {args.results}")
-    print(describe(results.load(path)))
+    result = results.load(path)
+    if args.evidence is None:
+        print(describe(result))
+        return 0
+    tests = [t for t in result["tests"] if args.evidence in t["test"]]
+    if not tests:
+        raise UsageError(f"{args.cell}: no test whose name contains {args.evidence!r}")
+    # ASCII escapes: the records hold whatever text the application produced.
+    print(json.dumps(tests, indent=1, sort_keys=True, ensure_ascii=True))
     return 0

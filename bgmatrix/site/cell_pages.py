@@ -1,8 +1,10 @@
-"""Cell pages: one per result, with every observation, the verdicts and the provenance.
+"""Cell pages: one per result, with its verdicts, the evidence behind the clause it cites,
+and the provenance.
 
-A cell page reads like an h2spec report: for each test, what it checked, what the spec expected
-and what was observed (warnings, the exception that left the application, the ordered ASGI
-event log). Evidence text is cleaned and cut here (``markup.clean``) and escaped where it lands,
+Evidence reads like an h2spec report: for each test shown, what it checked, what the spec
+expected and what was observed (warnings, the exception that left the application, the
+ordered ASGI event log). Every other test's record is a pinned link away (the raw result) and
+``bgmatrix show CELL --evidence`` prints them all. Evidence text is cleaned and cut here (``markup.clean``) and escaped where it lands,
 by the templates (``render``); the raw result, linked from the page, keeps every character.
 """
 
@@ -18,8 +20,10 @@ from bgmatrix import vocabulary
 from bgmatrix.results import Result
 from bgmatrix.site import cite, model, releases
 from bgmatrix.site.markup import clean, json_for_script
-from bgmatrix.site.pages import NO_RESULTS, SEARCH_EXCLUDED
+from bgmatrix.site.pages import NO_RESULTS
 from bgmatrix.site.render import (
+    LEAN_SEARCH_EXCLUDED,
+    SEARCH_EXCLUDED,
     cell_href,
     citation_block,
     clause_href,
@@ -35,11 +39,9 @@ from bgmatrix.site.render import (
 
 EVENT_LIMIT = 300  # events shown per exchange; the raw result has them all
 BODY_LIMIT = 600  # characters of a response body shown
-#: Characters of one test's evidence shown: its outcome and verdicts, then the start of its
-#: observations. The site links the complete record (the raw result and its evidence
-#: objects, pinned to the commit they were measured on) instead of copying ~100 event logs
-#: into each of ~700 pages, which kept the build far above its 30 MB budget.
-TEST_LIMIT = 1_200
+#: Characters of one shown test record (see ``shown_tests``): its outcome and verdicts, then
+#: its observations; the raw result, linked, keeps all of it.
+TEST_LIMIT = 4_000
 
 
 def is_exchange(value: object) -> bool:
@@ -131,10 +133,18 @@ def evidence_text(test: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def shown_tests(result: Result, clause_id: str) -> list[int]:
+    """The tests whose records a cell page shows: those behind the clause it cites, and any
+    that failed or errored. ~90 records on each of ~700 pages kept the site far over its
+    weight budget; the rest are linked (the raw result, pinned) and printed by ``show``."""
+    return [i for i, t in enumerate(result["tests"])
+            if clause_id in t["verdicts"] or t["outcome"] != "ok" or t["error"]]
+
+
 def cell_page(snapshot: model.Snapshot, result: Result) -> str:
     root = "../"
     cell, prov = result["cell"], result["provenance"]
-    lines = [SEARCH_EXCLUDED + f"# {safe_title(cell)}", ""]
+    lines = [LEAN_SEARCH_EXCLUDED + f"# {safe_title(cell)}", ""]
     clause_id = cite.default_clause(snapshot, result)
     notable = notable_items(snapshot, result)
     if notable:
@@ -162,15 +172,22 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
         lines.append(raw(part("message")(result["message"])))
     # Markup is counted (see templates/parts.html, verdict_table and tests_block).
     lines += ["## Verdicts", ""]
-    test_ids = {t["test"]: i for i, t in enumerate(result["tests"])}
+    test_ids = {result["tests"][i]["test"]: i for i in shown_tests(result, clause_id)}
     rows = []
     untested: dict[str, list[str]] = {}  # reason -> clauses n/a because no test ran
+    conforming: list[Markup] = []  # conforming clauses whose evidence is not on this page
     for clause in snapshot.clauses:
         entry = result["clauses"].get(clause.id)
         if entry is None:
             continue
         if entry["verdict"] == "n/a" and not entry["tests"]:
             untested.setdefault(entry.get("reason", ""), []).append(clause.id)
+            continue
+        if entry["verdict"] == "conforms" and not (entry["tests"]
+                                                    and entry["tests"][0] in test_ids):
+            # What the spec requires, so one short item each; the table keeps the rest.
+            conforming.append(link(clause_href(root, clause.id), clause.id) + " "
+                              + text(entry["label"], 120))
             continue
         # The first test links to the evidence; the others follow it on the page.
         first = entry["tests"][0] if entry["tests"] else None
@@ -191,22 +208,32 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
                                  Markup("")))
     if rows:
         lines.append(raw(part("verdict_table")(rows)))
-    else:
+    if conforming:
+        lines.append(raw(part("para")(
+            Markup("<strong>Conforms ({}):</strong> ").format(len(conforming))
+            + Markup(" · ").join(conforming))))
+    if not rows and not conforming:
         lines.append("No clause verdicts: the suite did not run to completion.\n")
     if "wire" in result:
         lines += wire_section(root, result)
-    lines += ["## Observations", "",
-              f"Each test's record is shown up to {TEST_LIMIT:,} characters; the "
-              f"[raw result]({cite.result_url(cell['id'], snapshot)}) and the evidence objects "
-              "it names (`results/evidence/`) keep every event.", ""]
-    if not result["tests"]:
-        lines.append("No test records.\n")
-    else:
+    lines += ["## Evidence", ""]
+    shown = shown_tests(result, clause_id)
+    rest = len(result["tests"]) - len(shown)
+    lines.append(raw(part("para")(Markup(
+        "The record of each test behind {} and of any test that did not finish normally, "
+        "up to {:,} characters each. The raw result keeps every record{}; "
+        "<code>bgmatrix show {} --evidence</code> prints them all, uncut.").format(
+            link(clause_href(root, clause_id), clause_id), TEST_LIMIT,
+            Markup(", the other {} included").format(rest) if rest else "",
+            text(cell["id"], 200)))))
+    if shown:
         # One enclosing element: Markdown handles each top-level element of a raw block on
         # its own, which costs more than the elements themselves.
         lines.append(raw(part("tests_block")(
-            [(i, test["test"], evidence_text(test)) for i, test in enumerate(result["tests"])],
-            TEST_LIMIT)))
+            [(i, result["tests"][i]["test"], evidence_text(result["tests"][i]))
+             for i in shown], TEST_LIMIT)))
+    elif not result["tests"]:
+        lines.append("No test records.\n")
     lines += ["## Provenance", ""]
     facts = [
         ("Cell", text(cell["id"])),
@@ -290,8 +317,8 @@ def notable_items(snapshot: model.Snapshot, result: Mapping[str, Any]) -> list[M
 
 def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: str) -> Markup:
     """A select that turns the citation above into one for any clause the cell measured.
-    Only the lines that differ from the default citation are embedded (js/releases.js puts
-    them in place), so a page carries one citation's worth of text per clause at most."""
+    Only the lines that differ from the default citation are embedded, each as its change
+    from that line (``_delta``; js/releases.js puts them in place)."""
     cell_id = result["cell"]["id"]
     base = cite.cell_markdown(snapshot, default, cell_id).split("\n")
     choices, data = [], {}
@@ -306,12 +333,25 @@ def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: st
         if len(lines) != len(base):
             data[clause.id] = {"*": "\n".join(lines)}
         else:
-            data[clause.id] = {str(i): line for i, (line, was) in enumerate(zip(lines, base))
-                               if line != was}
+            data[clause.id] = {str(i): _delta(line, was)
+                               for i, (line, was) in enumerate(zip(lines, base)) if line != was}
     if len(choices) < 2:
         return Markup("")
     return part("cite_picker", releases.TEMPLATE)(choices, default,
                                                   Markup(json_for_script(data)))
+
+
+def _delta(line: str, base: str) -> list[Any]:
+    """``line`` as [p, s, middle]: the first p and last s characters of ``base`` around
+    ``middle`` (js/releases.js rebuilds it). The lines of one cell's citations share their
+    cell title and their ends, which made most of each page's citation data."""
+    p = 0
+    while p < min(len(line), len(base)) and line[p] == base[p]:
+        p += 1
+    s = 0
+    while s < min(len(line), len(base)) - p and line[-1 - s] == base[-1 - s]:
+        s += 1
+    return [p, s, line[p:len(line) - s]]
 
 
 def wire_section(root: str, result: Result) -> list[str]:

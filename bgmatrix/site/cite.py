@@ -198,10 +198,6 @@ def results_url(snapshot: model.Snapshot) -> str:
     return f"{_root(snapshot)}downloads.html"
 
 
-def matrix_json_url(snapshot: model.Snapshot | None = None) -> str:
-    return f"{_root(snapshot)}downloads/matrix.json"
-
-
 def snapshot_line(snapshot: model.Snapshot) -> str:
     """``bgmatrix snapshot `<id>` at commit `abc1234`, spec 0.2.0``: what a citation cites."""
     commit = pin(snapshot).commit

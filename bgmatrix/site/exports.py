@@ -7,6 +7,7 @@ file people download and the schema they read are the same one the tests validat
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 
@@ -83,6 +84,11 @@ def matrix_csv(export: dict) -> str:
                    _cell(cell["suite_hash"])]
             )
     return out.getvalue()
+
+
+def gzipped(text: str) -> bytes:
+    """``text`` gzip-compressed, the same bytes for the same text (no time or name inside)."""
+    return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
 
 
 def dumps(export: dict) -> str:

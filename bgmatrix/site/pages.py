@@ -25,6 +25,7 @@ from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
 from bgmatrix.site.render import (
+    SEARCH_EXCLUDED,
     cell_href,
     citation_block,
     clause_href,
@@ -44,7 +45,6 @@ from bgmatrix.site.wire_notes import WIRE_NOTES
 from bgmatrix.spec import Clause
 
 NO_RESULTS = "No results yet: run `nox` (or `bgmatrix run ...`) to measure releases."
-SEARCH_EXCLUDED = "---\nsearch:\n  exclude: true\n---\n\n"
 
 
 @dataclass(frozen=True)
@@ -619,11 +619,15 @@ def downloads(snapshot: model.Snapshot, sizes: dict[str, int]) -> str:
         "",
         f"Snapshot `{snapshot.id}`, spec {snapshot.spec_version}, {len(snapshot.results)} cells.",
         "",
-        f"- [matrix.json](downloads/matrix.json) ({size('matrix.json')}): every cell with its "
-        "verdict and behaviour label per clause, and the clause list.",
+        "Both exports are gzip-compressed (`gunzip matrix.csv.gz`; pandas and most CSV tools "
+        "read the `.gz` as it is).",
+        "",
+        f"- [matrix.json.gz](downloads/matrix.json.gz) ({size('matrix.json.gz')}): every cell "
+        "with its verdict and behaviour label per clause, and the clause list.",
         f"- [matrix.schema.json](downloads/matrix.schema.json) ({size('matrix.schema.json')}): "
         "the JSON Schema of matrix.json.",
-        f"- [matrix.csv](downloads/matrix.csv) ({size('matrix.csv')}): the same, one row per "
+        f"- [matrix.csv.gz](downloads/matrix.csv.gz) ({size('matrix.csv.gz')}): the same, one "
+        "row per "
         "cell and clause (a cell whose suite did not run has one row without a clause). "
         "Columns: cell, kind, fastapi, starlette, python, candidate, state, clause, keyword, "
         "verdict, label, suite_hash.",

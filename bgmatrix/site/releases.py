@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from bgmatrix.site import model
 from bgmatrix.site.markup import json_for_script
-from bgmatrix.site.render import part, plural, raw
+from bgmatrix.site.render import LEAN, part, plural, raw
 
 TEMPLATE = "releases.html"
 
@@ -361,7 +361,7 @@ def release_page(snapshot: model.Snapshot, version: str) -> str:
     name = model.clean_version(version)
     starlettes = sorted({r["cell"]["starlette"] or "?" for r in cells}, key=model.version_key)
     pythons = sorted({r["cell"]["python"] for r in cells}, key=model.version_key)
-    lines = [f"# FastAPI {name}", ""]
+    lines = [LEAN + f"# FastAPI {name}", ""]
     groups: dict[str, list[Found]] = {}
     for f in found:
         groups.setdefault(f.hazard.topic, []).append(f)

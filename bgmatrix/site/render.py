@@ -29,6 +29,14 @@ from markupsafe import Markup
 from bgmatrix.site import model
 from bgmatrix.site.markup import TEXT_LIMIT, esc
 
+#: Front matter: a page left out of the site search index.
+SEARCH_EXCLUDED = "---\nsearch:\n  exclude: true\n---\n\n"
+#: The front matter of the generated detail pages: the theme without sidebars (see
+#: site/overrides/lean.html). Release pages stay in the search index (a release is found by
+#: its number); cell pages are reached from the release and matrix pages.
+LEAN = "---\ntemplate: lean.html\n---\n\n"
+LEAN_SEARCH_EXCLUDED = "---\ntemplate: lean.html\nsearch:\n  exclude: true\n---\n\n"
+
 #: Verdicts -> the CSS class that colours them (site/docs/css).
 VERDICT_CLASSES = {
     "conforms": "v-ok",

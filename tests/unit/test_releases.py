@@ -7,7 +7,7 @@ import json
 import re
 
 from bgmatrix import spec
-from bgmatrix.site import cell_pages, model, pages, releases
+from bgmatrix.site import cell_pages, cite, model, pages, releases, render
 from tests.unit.test_report import PLAN, conflict, make_result, snapshot_of
 
 FASTAPI = [c for c in PLAN["cells"] if c["kind"] == "fastapi"]
@@ -63,8 +63,8 @@ def test_a_hazard_shows_only_where_the_release_deviates_and_names_its_fix():
 def test_a_release_page_has_sentences_snippets_and_evidence_links():
     snapshot = three_releases()
     text = releases.release_page(snapshot, "0.106.0")
-    assert text.startswith("# FastAPI 0.106.0\n")
-    assert "yield dependencies (LIFE-1)" in text.split("\n")[2]  # the searchable opening
+    assert text.startswith(render.LEAN + "# FastAPI 0.106.0\n")
+    assert "yield dependencies (LIFE-1)" in text.removeprefix(render.LEAN).split("\n")[2]  # the searchable opening
     assert "data-search-exclude" in text and "search:" not in text  # indexed, details not
     assert "is already closed" in text  # LIFE-1's consequence
     assert "background=background_tasks" in text  # the identity pattern's snippet
@@ -166,6 +166,15 @@ def test_a_cell_page_opens_with_what_is_notable_and_can_cite_any_clause():
     # every clause the cell measured can be cited; each differs from the default in a line
     assert all(v for v in data.values())
     assert '<option value="LIFE-1">' in text
+    # each changed line is [p, s, middle] against the default's line (js/releases.js)
+    cell_id = result["cell"]["id"]
+    base = cite.cell_markdown(snapshot, cite.default_clause(snapshot, result), cell_id)
+    for cid, diff in data.items():
+        lines = base.split("\n")
+        for i, (keep_start, keep_end, middle) in diff.items():
+            was = lines[int(i)]
+            lines[int(i)] = was[:keep_start] + middle + was[len(was) - keep_end:]
+        assert "\n".join(lines) == cite.cell_markdown(snapshot, cid, cell_id)
 
 
 def test_ranges_are_runs_of_consecutive_releases():

@@ -227,7 +227,9 @@
       }
       var lines = base.split("\n");
       Object.keys(diff).forEach(function (i) {
-        lines[parseInt(i, 10)] = diff[i];
+        /* [p, s, middle]: the line's first p and last s characters are the default's */
+        var was = lines[parseInt(i, 10)], d = diff[i];
+        lines[parseInt(i, 10)] = was.slice(0, d[0]) + d[2] + was.slice(was.length - d[1]);
       });
       target.textContent = lines.join("\n");
     });
