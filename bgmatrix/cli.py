@@ -12,8 +12,8 @@ code 2, here and nowhere else; Ctrl-C anywhere is one line and exit code 130.
 from __future__ import annotations
 
 import argparse
-import json
 import importlib
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence

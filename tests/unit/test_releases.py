@@ -64,7 +64,8 @@ def test_a_release_page_has_sentences_snippets_and_evidence_links():
     snapshot = three_releases()
     text = releases.release_page(snapshot, "0.106.0")
     assert text.startswith(render.LEAN + "# FastAPI 0.106.0\n")
-    assert "yield dependencies (LIFE-1)" in text.removeprefix(render.LEAN).split("\n")[2]  # the searchable opening
+    opening = text.removeprefix(render.LEAN).split("\n")[2]  # the searchable opening
+    assert "yield dependencies (LIFE-1)" in opening
     assert "data-search-exclude" in text and "search:" not in text  # indexed, details not
     assert "is already closed" in text  # LIFE-1's consequence
     assert "background=background_tasks" in text  # the identity pattern's snippet
