@@ -5,8 +5,8 @@ Evidence reads like an h2spec report: for each test shown, what it checked, what
 expected and what was observed (warnings, the exception that left the application, the
 ordered ASGI event log). Every other test's record is a pinned link away (the raw result) and
 ``bgmatrix show CELL --evidence`` prints them all. Evidence text is cleaned and cut here
-(``markup.clean``) and escaped where it lands,
-by the templates (``render``); the raw result, linked from the page, keeps every character.
+(``markup.clean``) and escaped where it lands, by the templates (``render``); the raw result,
+linked from the page, keeps every character.
 """
 
 from __future__ import annotations
