@@ -3,8 +3,12 @@
     uv run python scripts/benchmark.py [--repeat 3]
 
 On the same five cells, in one run, the variants interleaved within every repetition:
-  (a) bgmatrix: ``bgmatrix.run.runner.run_cell`` (fresh uv venv, period-correct install, suite
-      tools, freeze, the spec suite);
+  (a) bgmatrix: ``bgmatrix.run.runner.run_cell`` as a re-run of the cell: its environment is
+      taken from the environment store (bgmatrix.run.envstore), the suite runs in one
+      interpreter that also records the freeze;
+  (a0) bgmatrix, store off (``BGMATRIX_ENV_STORE=0``): what a cell costs the first time (fresh
+      uv venv, period-correct install, suite tools, the spec suite) -- every cell of a first
+      sweep;
   (b) plain nox: a nox session per version with nox's default virtualenv+pip backend
       installing the pair and pytest, then running the same suite;
   (c) nox + uv: the same session with ``venv_backend="uv"``, installing the same
@@ -14,7 +18,8 @@ On the same five cells, in one run, the variants interleaved within every repeti
   (e) the limit: a fresh interpreter's ``import fastapi`` in a ready environment plus the
       suite's test bodies' own time (the sum of pytest's per-test ``call`` durations: no
       interpreter start-up, plugin loading or collection).
-Prints per-cell medians with their spread (min–max) and the ratios b/a, c/a, a/d and a/e.
+Prints per-cell medians with their spread (min–max) and the ratios b/a, c/a, a/d and a/e, then
+the same for the store off: b/a0, c/a0, a0/e.
 Each variant is warmed once first, so every figure is a warm-cache figure.
 """
 
@@ -54,8 +59,12 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def ours(c: dict) -> None:
-    result = runner.run_cell(c)
+def ours(c: dict, store: bool = True) -> None:
+    os.environ["BGMATRIX_ENV_STORE"] = "1" if store else "0"
+    try:
+        result = runner.run_cell(c)
+    finally:
+        os.environ.pop("BGMATRIX_ENV_STORE", None)
     if result["state"] != "ok":
         raise SystemExit(f"{c['id']}: {result['state']}: {result['message']}")
 
@@ -123,7 +132,7 @@ def floor(c: dict, work: Path) -> None:
     subprocess.run([str(env_dir / "bin/python"), "-c", "import fastapi"], check=True)
 
 
-VARIANTS = ("bgmatrix", "plain nox", "nox+uv", "floor", "limit")
+VARIANTS = ("bgmatrix", "plain nox", "nox+uv", "floor", "limit", "store off")
 
 
 def main() -> int:
@@ -133,7 +142,7 @@ def main() -> int:
     plan = {c["id"]: c for c in store.load_cells()}
     rows = []
     print("cell".ljust(30) + "".join(f"{v:>18}" for v in VARIANTS)
-          + "   b/a   c/a   a/d   a/e   (median, min-max of the repeats)")
+          + "   b/a   c/a   a/d   a/e  b/a0  c/a0  a0/e   (median, min-max of the repeats)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["UV_PYTHON_DOWNLOADS"] = "never"
@@ -145,6 +154,7 @@ def main() -> int:
                 "nox+uv": lambda c=c: timed(lambda: nox_session(c, work, "uv")),
                 "floor": lambda c=c: timed(lambda: floor(c, work)),
                 "limit": lambda c=c: limit(c, work),
+                "store off": lambda c=c: timed(lambda: ours(c, store=False)),
             }
             for fn in variants.values():
                 fn()  # warm the caches
@@ -165,9 +175,11 @@ def main() -> int:
 
 def ratios(t: dict[str, float]) -> str:
     """b/a and c/a: how many times slower each alternative is; a/d and a/e: how far bgmatrix
-    is from the floor and from the limit."""
+    is from the floor and from the limit; a0: the same for bgmatrix with its store off."""
     return (f"{t['plain nox'] / t['bgmatrix']:5.2f} {t['nox+uv'] / t['bgmatrix']:5.2f} "
-            f"{t['bgmatrix'] / t['floor']:5.2f} {t['bgmatrix'] / t['limit']:5.2f}")
+            f"{t['bgmatrix'] / t['floor']:5.2f} {t['bgmatrix'] / t['limit']:5.2f} "
+            f"{t['plain nox'] / t['store off']:5.2f} {t['nox+uv'] / t['store off']:5.2f} "
+            f"{t['store off'] / t['limit']:5.2f}")
 
 
 if __name__ == "__main__":

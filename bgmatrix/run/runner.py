@@ -15,12 +15,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from contextlib import ExitStack
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
 from bgmatrix import paths, results, spec
-from bgmatrix.run import interpreters
+from bgmatrix.run import envstore, interpreters
 from bgmatrix.run.env import (  # shared with wire mode and the candidates; runner keeps the names
     BUILD_TOOLS,
     SIGINT_CODES,
@@ -82,12 +83,7 @@ def requirements(cell: Mapping[str, Any]) -> list[str]:
     return reqs
 
 
-def build_env(cell: Mapping[str, Any], env_dir: Path, install: list[str] | None = None) -> Path:
-    """Create ``env_dir`` for ``cell`` and return its interpreter.
-
-    The pair is installed with every other package resolved as of the cell's cutoff (the pair
-    itself exempt); ``install`` replaces the pair with other requirements (candidate builds).
-    """
+def _interpreter(cell: Mapping[str, Any]) -> Path:
     exe = interpreters.find(cell["python"])
     if exe is None:
         raise CellError(
@@ -95,13 +91,13 @@ def build_env(cell: Mapping[str, Any], env_dir: Path, install: list[str] | None 
             f"no CPython {cell['python']} on this machine (looked in pyenv, PATH and uv's "
             "discovery; interpreters are never downloaded)",
         )
-    shutil.rmtree(env_dir, ignore_errors=True)
-    env = uv_env()
-    rc, out = _run([_uv(), "venv", "-q", "--no-project", "-p", str(exe), str(env_dir)], 120, env)
-    if rc:
-        raise CellError("install-error", "uv venv failed: " + tail(out))
-    python = env_dir / "bin" / "python"
-    cmd = [_uv(), "pip", "install", "-q", "--python", str(python)]
+    return exe
+
+
+def install_args(cell: Mapping[str, Any], install: list[str] | None = None) -> list[str]:
+    """What ``uv pip install`` gets after ``--python``: the cutoff, its exemptions and the
+    requirements."""
+    cmd = []
     if cell.get("cutoff"):
         cmd += ["--exclude-newer", cell["cutoff"]]
         for name in ("fastapi", "starlette"):
@@ -111,8 +107,32 @@ def build_env(cell: Mapping[str, Any], env_dir: Path, install: list[str] | None 
         # anything on the index at their cutoff; build tools never reach the environment.
         for name in BUILD_TOOLS:
             cmd += ["--exclude-newer-package", f"{name}=false"]
+    return cmd + (install or requirements(cell))
+
+
+def env_inputs(cell: Mapping[str, Any]) -> dict:
+    """Everything that decides a cell's environment (the store's key, with uv's settings)."""
+    exe = _interpreter(cell)
+    return {"python": os.path.realpath(exe), "version": _interpreter_version(str(exe)),
+            "install": install_args(cell), "uv": uv_version(), "tools": list(SUITE_TOOLS)}
+
+
+def build_env(cell: Mapping[str, Any], env_dir: Path, install: list[str] | None = None) -> Path:
+    """Create ``env_dir`` for ``cell`` and return its interpreter.
+
+    The pair is installed with every other package resolved as of the cell's cutoff (the pair
+    itself exempt); ``install`` replaces the pair with other requirements (candidate builds).
+    """
+    exe = _interpreter(cell)
+    shutil.rmtree(env_dir, ignore_errors=True)
+    env = uv_env()
+    rc, out = _run([_uv(), "venv", "-q", "--no-project", "-p", str(exe), str(env_dir)], 120, env)
+    if rc:
+        raise CellError("install-error", "uv venv failed: " + tail(out))
+    python = env_dir / "bin" / "python"
+    cmd = [_uv(), "pip", "install", "-q", "--python", str(python)]
     try:
-        rc, out = _run(cmd + (install or requirements(cell)), INSTALL_TIMEOUT, env)
+        rc, out = _run(cmd + install_args(cell, install), INSTALL_TIMEOUT, env)
     except subprocess.TimeoutExpired:
         raise CellError("install-error", f"install did not finish in {INSTALL_TIMEOUT}s") from None
     if rc:
@@ -129,8 +149,7 @@ def suite_tools(exe: Path) -> Path:
     folder, linked in after the cell's own site-packages, costs nothing after the first cell,
     and the cell's own packages still win any name clash.
     """
-    version = subprocess.run([str(exe), "-c", "import sys; print(sys.version)"],
-                             capture_output=True, text=True, timeout=60).stdout.strip()
+    version = _interpreter_version(str(exe))
     key = hashlib.sha256((version + "\0".join(SUITE_TOOLS)).encode()).hexdigest()[:12]
     folder = WORK_DIR / "tools" / key
     if folder.is_dir():
@@ -151,11 +170,25 @@ def suite_tools(exe: Path) -> Path:
     return folder
 
 
+@cache
+def _interpreter_version(exe: str) -> str:
+    """``sys.version`` of an interpreter, asked once per process (every cell on it shares it)."""
+    return subprocess.run([exe, "-c", "import sys; print(sys.version)"],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+
+
 def link_suite_tools(python: Path, tools: Path) -> None:
     """Append ``tools`` to the cell's import path with a .pth file."""
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, timeout=60).stdout.strip()
+    env_dir = python.parent.parent
+    # A CPython venv on POSIX has exactly one lib/pythonX.Y/site-packages: found without
+    # starting the cell's interpreter; anything else is asked as before.
+    found = list(env_dir.glob("lib/python3*/site-packages"))
+    if len(found) == 1:
+        site = str(found[0])
+    else:
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, timeout=60).stdout.strip()
     (Path(site) / "bgmatrix_suite_tools.pth").write_text(str(tools) + "\n")
 
 
@@ -202,16 +235,110 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: The cell's one interpreter: it records the freeze of the cell's own site-packages (what
+#: ``uv pip freeze`` reports: the suite tools, linked in by a .pth file, are not in it), then
+#: runs pytest exactly as ``python -m pytest`` would.  Python 3.8 compatible, stdlib only.
+_LAUNCH = (
+    "import sys\n"
+    "out = sys.argv.pop(1)\n"
+    "def _freeze():\n"
+    "    import json, re, sysconfig\n"
+    "    from importlib import metadata\n"
+    "    paths = sysconfig.get_paths()\n"
+    "    found = {}\n"
+    "    for dist in metadata.distributions(path=sorted({paths['purelib'], paths['platlib']})):\n"
+    "        name = dist.metadata['Name']\n"
+    "        if not name or dist.read_text('direct_url.json'):\n"
+    "            return None  # a direct or editable install: uv's own freeze reports those\n"
+    "        found[re.sub(r'[-_.]+', '-', name).lower()] = dist.version\n"
+    "    with open(out, 'w') as fh:\n"
+    "        json.dump(found, fh)\n"
+    "try:\n"
+    "    _freeze()\n"
+    "except Exception:\n"
+    "    pass  # the host falls back to uv's freeze\n"
+    "del _freeze\n"
+    "import runpy\n"
+    "runpy.run_module('pytest', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def pycache_dir() -> Path:
+    """Where a cell's interpreter keeps its bytecode (``PYTHONPYCACHEPREFIX``): the suite's
+    tools and the suite itself compile once per interpreter version, not once per cell; what
+    a cell's environment compiled is removed with it (:func:`drop_pycache`)."""
+    return WORK_DIR / "pycache"
+
+
+def seed_pycache(python: Path) -> None:
+    """Give the prefix the interpreter's own standard-library bytecode (hard links, once per
+    interpreter), so that moving bytecode under the prefix never means compiling the standard
+    library again inside a cell's timed suite run."""
+    try:
+        cfg = (python.parent.parent / "pyvenv.cfg").read_text(encoding="utf-8")
+        home = next(line.split("=", 1)[1].strip() for line in cfg.splitlines()
+                    if line.split("=", 1)[0].strip() == "home")
+    except (OSError, StopIteration):
+        return
+    for stdlib in Path(home).parent.glob("lib/python3*"):
+        done = pycache_dir() / ".seeded" / hashlib.sha256(str(stdlib).encode()).hexdigest()[:16]
+        if done.exists() or not (stdlib / "os.py").exists():
+            continue
+        for cached in stdlib.rglob("__pycache__/*.pyc"):
+            if ".opt-" in cached.name or "site-packages" in cached.parts:
+                continue
+            target = pycache_dir() / cached.parent.parent.relative_to("/") / cached.name
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(cached, target)
+            except OSError:
+                try:
+                    shutil.copy2(cached, target)
+                except OSError:
+                    pass  # then this one module compiles once, as without the seed
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.touch()
+
+
+def drop_pycache(env_dir: Path) -> None:
+    """Remove the bytecode a cell's own environment left under the shared prefix."""
+    shutil.rmtree(pycache_dir() / env_dir.resolve().relative_to("/"), ignore_errors=True)
+
+
+#: pytest's options beyond the suite's own pytest.ini.  ``--assert=plain``: the suite's tests
+#: raise their own AssertionErrors with their own messages and its only bare asserts are
+#: three module-level checks of the vocabulary, so rewriting buys nothing, while its import
+#: hook inspects every module the cell imports (about 0.3 s of a 1.7 s suite run, measured).
+SUITE_OPTIONS = ("-q", "--assert=plain")
+
+
+def suite_command(python: Path, out_file: Path, freeze_file: Path) -> list[str]:
+    return [str(python), "-c", _LAUNCH, str(freeze_file), *SUITE_OPTIONS, "-c",
+            str(SUITE_DIR / "pytest.ini"), "--rootdir", str(SUITE_DIR), str(SUITE_DIR),
+            "--bgmatrix-out", str(out_file)]
+
+
 def run_suite(
     python: Path, cell: Mapping[str, Any], out_file: Path
 ) -> tuple[int, list[dict], dict]:
-    """Run tests/spec in the cell; return pytest's exit code, the records and the session."""
+    """Run tests/spec in the cell; return pytest's exit code, the records and the session.
+
+    The session holds ``packages``, the freeze the suite's own interpreter saw, when it could
+    record it."""
     out_file.unlink(missing_ok=True)
+    freeze_file = out_file.with_name("freeze.json")
+    freeze_file.unlink(missing_ok=True)
     env = child_env(BGMATRIX_KIND=cell["kind"])
+    # Bytecode goes under one shared prefix instead of nowhere: nothing is written beside the
+    # sources (the suite's folder stays clean) and nothing compiles twice.
+    del env["PYTHONDONTWRITEBYTECODE"]
+    env["PYTHONPYCACHEPREFIX"] = str(pycache_dir())
+    seed_pycache(python)
     if cell["kind"] == "starlette":
         env["BGMATRIX_ONLY_CLAUSES"] = ",".join(spec.starlette_level())
-    cmd = [str(python), "-m", "pytest", "-q", "-c", str(SUITE_DIR / "pytest.ini"),
-           "--rootdir", str(SUITE_DIR), str(SUITE_DIR), "--bgmatrix-out", str(out_file)]
+    cmd = suite_command(python, out_file, freeze_file)
     try:
         rc, output = _run(cmd, SUITE_TIMEOUT, env)
     except subprocess.TimeoutExpired:
@@ -228,6 +355,10 @@ def run_suite(
             else:
                 records.append(data)
     session["output"] = output
+    try:
+        session["packages"] = json.loads(freeze_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass  # not recorded (the interpreter broke first): the host asks uv
     return rc, records, session
 
 
@@ -294,44 +425,80 @@ def run_cell(cell: Mapping[str, Any], install: list[str] | None = None,
 
     With ``wire_mode`` (default: BGMATRIX_WIRE=1) the cell's apps are also observed through a
     real server on loopback, recorded under ``wire`` as a second evidence source.
+
+    A cell's own runs (not a candidate's build, not wire mode) keep their environment in the
+    store (:mod:`bgmatrix.run.envstore`) for the next run of the same cell.
     """
     if wire_mode is None:
         wire_mode = os.environ.get("BGMATRIX_WIRE") == "1"
+    use_store = install is None and not wire_mode and envstore.enabled()
+    result = None
+    while result is None:
+        result = _run_once(cell, install, wire_mode, use_store)
+        use_store = False  # (None: a stored environment no longer matched its freeze)
+    results.validate(result, cell["id"])
+    return result
+
+
+def store_dir() -> Path:
+    return WORK_DIR / "envs" / "store"
+
+
+def _run_once(cell: Mapping[str, Any], install: list[str] | None, wire_mode: bool,
+              use_store: bool) -> results.Result | None:
     observed = None
     provenance = base_provenance()
     # A private folder per run: a benchmark or a test may run the same cell as a sweep.
     (WORK_DIR / "envs").mkdir(parents=True, exist_ok=True)
-    env_dir = Path(tempfile.mkdtemp(prefix=f"{cell['id']}.", dir=WORK_DIR / "envs"))
-    try:
-        python = build_env(cell, env_dir, install)
-        packages = freeze(python)
-        rc, records, session = run_suite(python, cell, env_dir / "records.jsonl")
-        if wire_mode:
-            from bgmatrix.run import wire  # imported here: only wire mode needs httpx
+    private = Path(tempfile.mkdtemp(prefix=f"{cell['id']}.", dir=WORK_DIR / "envs"))
+    env_dir = private / "env"
+    with ExitStack() as stack:
+        try:
+            entry = None
+            if use_store:
+                entry = stack.enter_context(envstore.checkout(
+                    store_dir(), envstore.key(env_inputs(cell)), drop_pycache))
+            if entry is not None:
+                env_dir = entry.path
+            if entry is None or entry.fresh:
+                python = build_env(cell, env_dir, install)
+            else:
+                python = env_dir / "bin" / "python"
+            rc, records, session = run_suite(python, cell, private / "records.jsonl")
+            seen = session.pop("packages", None)
+            packages = seen if install is None and isinstance(seen, dict) else freeze(python)
+            if entry is not None and not entry.fresh and seen != entry.freeze():
+                envstore.discard(entry, drop_pycache)  # changed since it was built: run the
+                return None  # cell again in a fresh environment of its own
+            if wire_mode:
+                from bgmatrix.run import wire  # imported here: only wire mode needs httpx
 
-            observed = wire.observe(python, dict(cell))
-        if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)
-            probe(python, cell)  # a release that cannot even be imported is an import-error
-        provenance.update(
-            python=session.get("python"),
-            implementation=implementation(str(interpreters.find(cell["python"]))),
-            fastapi=packages.get("fastapi"),
-            starlette=packages.get("starlette"),
-            packages=packages,
-            suite_tools=list(SUITE_TOOLS),
-        )
-        provenance["tools"]["pytest"] = session.get("pytest", "?")
-        state, message = _suite_state(rc, records, session)
-        result = result_for(cell, state, message, provenance, records)
-        if observed is not None:
-            result["wire"] = observed
-    except CellError as exc:
-        result = result_for(cell, exc.state, exc.message, provenance)
-    finally:
-        shutil.rmtree(env_dir, ignore_errors=True)
+                observed = wire.observe(python, dict(cell))
+            if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)
+                probe(python, cell)  # a release that cannot even be imported is an import-error
+            provenance.update(
+                python=session.get("python"),
+                implementation=implementation(str(interpreters.find(cell["python"]))),
+                fastapi=packages.get("fastapi"),
+                starlette=packages.get("starlette"),
+                packages=packages,
+                suite_tools=list(SUITE_TOOLS),
+            )
+            provenance["tools"]["pytest"] = session.get("pytest", "?")
+            state, message = _suite_state(rc, records, session)
+            result = result_for(cell, state, message, provenance, records)
+            if observed is not None:
+                result["wire"] = observed
+            if entry is not None and entry.fresh and state == "ok" and seen == packages:
+                entry.keep(packages)  # a clean run: the next run of this cell starts here
+        except CellError as exc:
+            result = result_for(cell, exc.state, exc.message, provenance)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+            drop_pycache(private / "env")
     if result["message"]:  # a traceback names the run's private folder: the same failure
-        result["message"] = result["message"].replace(str(env_dir), ENV_PLACEHOLDER)  # twice
-    results.validate(result, cell["id"])
+        for folder in {env_dir, private}:  # twice
+            result["message"] = result["message"].replace(str(folder), ENV_PLACEHOLDER)
     return result
 
 
