@@ -33,7 +33,7 @@ from markupsafe import Markup
 from bgmatrix import files, schemas, spec, vocabulary
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.site import model, regression
-from bgmatrix.site.render import code, link, part, raw, table, text
+from bgmatrix.site.render import NOT_SEARCHED, code, link, part, raw, table, text
 from bgmatrix.spec import ROOT
 
 CANDIDATES_DIR = ROOT / "candidates"
@@ -367,7 +367,7 @@ def by_decision_a(ctx: Context) -> list[str]:
                 for _, versions in today]
         row += [verdict_html(ctx.results.get(n), cid) for n in ctx.order]
         rows.append(row)
-    lines = ["## By decision A: what happens in the conflict", "",
+    lines = ["## By decision A: what happens in the conflict" + NOT_SEARCHED, "",
              "Today's releases are grouped by the [profile](spec/resolution.md#profiles) their "
              "conflict cases put them in (a count is the number of cells with that outcome); "
              "each candidate is one column, its A/B combination under its name (from its "
@@ -441,7 +441,7 @@ def attribution(cols: Sequence[Column], cid: str) -> str:
 
 def by_decision_b(ctx: Context) -> list[str]:
     cols = b_columns(ctx)
-    lines = ["## By decision B: copy-on-send", "",
+    lines = ["## By decision B: copy-on-send" + NOT_SEARCHED, "",
              "Decision B is whether FastAPI stops assigning to the user's `Response` and sends a "
              "shallow copy instead. Each pair of columns shares decision A and differs only in "
              "B; the last column says which decision a requirement's verdict follows: it "

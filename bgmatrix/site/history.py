@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from bgmatrix.results import write_text_atomic
 from bgmatrix.site import cite, model
-from bgmatrix.site.render import code, link, part, raw, table, text
+from bgmatrix.site.render import NOT_SEARCHED, code, link, part, raw, table, text
 from bgmatrix.spec import ROOT
 
 SNAPSHOTS_PATH = ROOT / "matrix" / "snapshots.json"
@@ -253,7 +253,7 @@ def clause_section(snapshot: model.Snapshot, clause_id: str,
     """``## History across snapshots`` for a clause page: its counts in every snapshot."""
     listed = published(snapshot) if listed is None else listed
     entries = including(snapshot, listed)
-    lines = ["## History across snapshots", ""]
+    lines = ["## History across snapshots" + NOT_SEARCHED, ""]
     rows = []
     last: Counts | None = None
     for entry in entries:

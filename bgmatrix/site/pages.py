@@ -25,6 +25,7 @@ from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
 from bgmatrix.site.render import (
+    NOT_SEARCHED,
     SEARCH_EXCLUDED,
     cell_href,
     citation_block,
@@ -419,7 +420,7 @@ def clause_page(
         # Filter links are raw HTML: a filter is not an anchor, so mkdocs must not check it.
         + link(f"../matrix.html#clause={clause.id}", "open in the matrix")
     )
-    lines += ["", "## Spec text", "", spec_body(clause),
+    lines += ["", "## Spec text" + NOT_SEARCHED, "", spec_body(clause),
               releases_summary(snapshot, clause, root), ""]
     older = sorted({r["provenance"]["spec_version"] for r in snapshot.results.values()}
                    - {snapshot.spec_version})
@@ -434,7 +435,7 @@ def clause_page(
                else "."))), ""]
     if clause.id in WIRE_NOTES:
         lines += ["## On the wire", "", WIRE_NOTES[clause.id], ""]
-    lines += ["## Tests that check it", ""]
+    lines += ["## Tests that check it" + NOT_SEARCHED, ""]
     from_results = {
         suite.test_name(t) for r in snapshot.results.values() for t in
         (r["clauses"][clause.id].get("tests", []) if clause.id in r["clauses"] else [])
@@ -454,7 +455,7 @@ def clause_page(
         if kind == "starlette" and clause.level != "Starlette":
             continue
         timeline = snapshot.timeline(clause.id, kind)
-        lines += [f"## Timeline across {title}", ""]
+        lines += [f"## Timeline across {title}" + NOT_SEARCHED, ""]
         if not timeline.runs:
             lines += ["Not measured yet.", ""]
             continue

@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from bgmatrix.site import model
 from bgmatrix.site.markup import json_for_script
-from bgmatrix.site.render import LEAN, part, plural, raw
+from bgmatrix.site.render import LEAN, SEARCH_EXCLUDED, part, plural, raw
 
 TEMPLATE = "releases.html"
 
@@ -419,7 +419,7 @@ def release_page(snapshot: model.Snapshot, version: str) -> str:
 
 
 def releases_index(snapshot: model.Snapshot) -> str:
-    lines = ["# Releases", "",
+    lines = [SEARCH_EXCLUDED + "# Releases", "",
              "Every measured FastAPI release, with the hazards its cells show. Each links to "
              "its page: one sentence per hazard, the safe pattern, and the evidence. The "
              "[home page](../index.md) has a box to look a version up.", ""]

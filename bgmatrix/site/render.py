@@ -36,6 +36,10 @@ SEARCH_EXCLUDED = "---\nsearch:\n  exclude: true\n---\n\n"
 #: its number); cell pages are reached from the release and matrix pages.
 LEAN = "---\ntemplate: lean.html\n---\n\n"
 LEAN_SEARCH_EXCLUDED = "---\ntemplate: lean.html\nsearch:\n  exclude: true\n---\n\n"
+#: After a heading: the section it opens is left out of the search index (attr_list, read by
+#: the theme's search). For long tables and for text that another page already indexes (the
+#: spec's own chapters); the index must stay small enough to load on every page.
+NOT_SEARCHED = " { data-search-exclude }"
 
 #: Verdicts -> the CSS class that colours them (site/docs/css).
 VERDICT_CLASSES = {
