@@ -317,7 +317,7 @@ def matrix_page(snapshot: model.Snapshot, data: dict) -> str:
     lines.append(raw(part("matrix_holder")()))
     # json_for_script leaves no <, > or & in the data: nothing in it can end the element.
     lines.append(raw(part("matrix_data")(Markup(json_for_script(data)))))
-    lines += ["## Legend", "", raw(legend_html(data))]
+    lines += ["## Legend" + NOT_SEARCHED, "", raw(legend_html(data))]
     return "\n".join(lines) + "\n"
 
 
