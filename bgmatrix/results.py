@@ -9,10 +9,24 @@ and then writes nothing at all. Run facts go into the folder's run record (`bgma
 
 Two forms of one result:
 
-- the **stored** form (schema/result.schema.json, schema_version 2), what the file holds;
+- the **stored** form (schema/result.schema.json, ``schema_version`` 3), what the file holds;
 - the **full** form, what the runner produces and what `load` returns: ``tests`` is the list of
   test records with their observations inline, each clause lists its tests, ``wire`` evidence
   is inline. `compact` and `expand` turn one into the other without loss.
+
+In the stored form each clause is one short line, a list in a fixed order::
+
+    "ATTACH-1": ["conforms", "ran"],                       verdict, label
+    "EXEC-7": ["n/a", "n/a", "the injected task did not run"],   ... and the n/a reason
+    (under wire)  "ATTACH-3": ["deviates", "drop", "404d5626646a1b8d"]
+                                                           verdict, label, evidence hash
+                                                           (and a reason, fourth, if any)
+
+The full form spells them out as ``{"verdict", "label", "reason"?, "tests"}`` and, under
+``wire``, ``{"verdict", "label", "reason"?, "evidence": <the object>}``.
+
+The full form keeps ``schema_version`` 2 (`SCHEMA_VERSION`): version 3 changed how a result
+is stored, not what it says, so a result reads and hashes (`bgmatrix.snapshot`) as before.
 
 Every write is validated and atomic (a temp file in the same folder, then ``os.replace``).
 A write never drops an evidence source it did not re-measure (`SOURCES`): it carries it over
@@ -32,7 +46,8 @@ from bgmatrix.errors import BgmatrixError
 from bgmatrix.files import write_text_atomic  # also the store's writer for other callers
 from bgmatrix.spec import ROOT, Clause, clause_order
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # of the full form: what a result says (the snapshot hash covers it)
+STORED_VERSION = 3  # of the stored form: how a file holds it (3: one list per clause)
 SCHEMA_PATH = ROOT / "schema" / "result.schema.json"
 RESULTS_DIR = ROOT / "results"
 
@@ -67,7 +82,8 @@ class _Reason(TypedDict, total=False):
 
 
 class ClauseOutcome(_Reason):
-    """One clause's outcome in a cell: the line a reader diffs."""
+    """One clause's outcome in a cell (full form; stored as the list ``[verdict, label,
+    reason?]``, the line a reader diffs)."""
 
     verdict: str  # conforms | deviates | n/a | timeout | harness-error
     label: str
@@ -109,7 +125,7 @@ class StoredResult(_Sources):
     state: str
     message: Optional[str]
     provenance: dict[str, Any]
-    clauses: dict[str, ClauseOutcome]
+    clauses: dict[str, list[str]]  # [verdict, label, reason?]
     tests: Optional[str]
 
 
@@ -122,10 +138,11 @@ def schema() -> dict:
 
 
 def _check(data: object, where: str) -> dict:
-    if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+    if isinstance(data, dict) and data.get("schema_version") != STORED_VERSION:
         raise ResultError(
-            f"{where}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
-            " (python scripts/convert_results_v1.py upgrades version-1 folders)"
+            f"{where}: schema_version {data.get('schema_version')!r} is not {STORED_VERSION}"
+            " (scripts/convert_results_v1.py, then scripts/convert_results_v2.py upgrade"
+            " older folders)"
         )
     found = schemas.problem(data, "result")
     if found is not None:
@@ -137,9 +154,16 @@ def is_stored(data: Mapping) -> bool:
     return not isinstance(data.get("tests"), list)
 
 
+def _check_full_version(full: Mapping, where: str) -> None:
+    if full.get("schema_version") != SCHEMA_VERSION:
+        raise ResultError(f"{where}: schema_version {full.get('schema_version')!r} is not "
+                          f"{SCHEMA_VERSION} (the full form's version)")
+
+
 def validate(data: Any, where: str) -> dict:
     """Check a result in either form; raise one line naming ``where`` and the problem."""
     if isinstance(data, dict) and not is_stored(data):
+        _check_full_version(data, where)
         _check(compact(cast(Result, data))[0], where)
         _check_records(cast(Result, data), where)
         return data
@@ -168,10 +192,8 @@ def compact(full: Result) -> tuple[StoredResult, dict[str, Any]]:
         return key
 
     out = {k: v for k, v in full.items() if k not in ("tests", "clauses", "wire")}
-    out["clauses"] = {
-        cid: {k: v for k, v in entry.items() if k != "tests"}
-        for cid, entry in full["clauses"].items()
-    }
+    out["schema_version"] = STORED_VERSION
+    out["clauses"] = {cid: _stored_clause(entry) for cid, entry in full["clauses"].items()}
     records = full["tests"]
     observed: dict[str, Any] = {}
     for key in CELL_OBSERVATIONS:
@@ -192,11 +214,32 @@ def compact(full: Result) -> tuple[StoredResult, dict[str, Any]]:
     if "wire" in full:
         wire = dict(full["wire"])
         wire["clauses"] = {
-            cid: {**entry, "evidence": put(entry["evidence"])}
+            cid: _stored_clause(entry, put(entry["evidence"]))
             for cid, entry in full["wire"]["clauses"].items()
         }
         out["wire"] = wire
     return cast(StoredResult, out), objects
+
+
+def _stored_clause(entry: Mapping[str, Any], evidence_key: str | None = None) -> list[str]:
+    """``[verdict, label]``, then the evidence hash (wire), then the reason if there is one."""
+    out = [entry["verdict"], entry["label"]]
+    if evidence_key is not None:
+        out.append(evidence_key)
+    if "reason" in entry:
+        out.append(entry["reason"])
+    return out
+
+
+def _full_clause(stored: list[str], with_evidence: bool = False) -> dict[str, Any]:
+    """The mapping a stored clause line stands for (the inverse of `_stored_clause`)."""
+    entry: dict[str, Any] = {"verdict": stored[0], "label": stored[1]}
+    rest = stored[2:]
+    if with_evidence:
+        entry["evidence"], rest = rest[0], rest[1:]
+    if rest:
+        entry["reason"] = rest[0]
+    return entry
 
 
 def expand(stored: StoredResult, store: evidence.Store, where: str = "") -> Result:
@@ -209,6 +252,7 @@ def expand(stored: StoredResult, store: evidence.Store, where: str = "") -> Resu
 
 def _expand(stored: StoredResult, store: evidence.Store, where: str) -> Result:
     full = {k: v for k, v in stored.items() if k not in ("tests", "observed", "clauses")}
+    full["schema_version"] = SCHEMA_VERSION
     observed = stored.get("observed", {})
     records = []
     if stored["tests"] is not None:
@@ -226,15 +270,15 @@ def _expand(stored: StoredResult, store: evidence.Store, where: str) -> Result:
         for cid in record["clauses"]:
             by_clause.setdefault(cid, []).append(record["test"])
     full["clauses"] = {
-        cid: {**entry, "tests": sorted(set(by_clause.get(cid, [])))}
+        cid: {**_full_clause(entry), "tests": sorted(set(by_clause.get(cid, [])))}
         for cid, entry in stored["clauses"].items()
     }
     if "wire" in stored:
         wire = dict(stored["wire"])
-        wire["clauses"] = {
-            cid: {**entry, "evidence": store.get(entry["evidence"])}
-            for cid, entry in stored["wire"]["clauses"].items()
-        }
+        wire["clauses"] = {}
+        for cid, line in stored["wire"]["clauses"].items():
+            entry = _full_clause(line, with_evidence=True)
+            wire["clauses"][cid] = {**entry, "evidence": store.get(entry["evidence"])}
         full["wire"] = wire
     return cast(Result, full)
 
@@ -285,13 +329,14 @@ def write(
     if is_stored(result):
         stored = cast(StoredResult, dict(result))
     else:
+        _check_full_version(result, where)
         stored, objects = compact(cast(Result, result))
         _check_records(cast(Result, result), where)
     if not discard_unmeasured:
         stored = carry_over(stored, _previous(path), current_methods or {})
     _check(stored, where)
     text = dumps(stored)
-    with store.lock():
+    with store.lock(exclusive=True):  # packs are rewritten whole: one writer at a time
         store.add(objects)  # evidence first: a result never names a missing object
         try:
             if path.read_text(encoding="utf-8") == text:
@@ -386,7 +431,7 @@ def referenced(stored: Mapping, store: evidence.Store) -> set[str]:
                         if v != _FROM_CELL)
     for source in SOURCES:
         for entry in (stored.get(source) or {}).get("clauses", {}).values():
-            keys.add(entry["evidence"])
+            keys.add(entry[2])  # [verdict, label, evidence, reason?]
     return keys
 
 

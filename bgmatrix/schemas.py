@@ -2,7 +2,7 @@
 
     plan         matrix/plan.json                 (read by bgmatrix.plan.store, stdlib-only)
     result       results/<cell>.json              (bgmatrix.results)
-    evidence     results/evidence/<hash>.json     (bgmatrix.evidence; one ``$defs`` kind each)
+    evidence     results/evidence/<0-f>.jsonl     (bgmatrix.evidence; one ``$defs`` kind each)
     run          results/run.json                 (bgmatrix.snapshot)
     regression   candidates/regression.json       (bgmatrix.run.candidates, bgmatrix.site)
     cost         candidates/cost.json             (scripts/cost.py)

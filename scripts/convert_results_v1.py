@@ -15,7 +15,8 @@ in results/evidence/, and the run's facts in one run record (results/run.json). 
   (they describe the machine that ran the tools, identical in every file of the sweep);
 - ``provenance.interpreter`` (a path on one machine): replaced by ``implementation``.
 
-Files already at schema 2 are left alone; the conversion is idempotent.
+Files at schema 2 or later are left alone (scripts/convert_results_v2.py takes schema 2 to 3);
+schema-1 files are written in the current stored form. The conversion is idempotent.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def convert(folder: Path) -> int:
     }
     results.write_text_atomic(folder / snapshot.RUN_RECORD,
                               json.dumps(record, indent=1, sort_keys=True) + "\n")
-    print(f"{folder}: {len(olds)} results converted to schema {results.SCHEMA_VERSION}; "
+    print(f"{folder}: {len(olds)} results converted to schema {results.STORED_VERSION}; "
           f"snapshot {snapshot.snapshot_id(folder)}")
     return len(olds)
 

@@ -105,7 +105,7 @@ def assert_store_clean(folder: Path) -> dict[str, dict]:
     store = folder / "evidence"
     if store.is_dir():
         stray += [f"evidence/{p.name}" for p in store.iterdir()
-                  if (p.suffix != ".json" or p.name.startswith(".")) and p.name != ".lock"]
+                  if (p.suffix != ".jsonl" or p.name.startswith(".")) and p.name != ".lock"]
     assert not stray, stray
     return {p.stem: results.load(p) for p in results.result_paths(folder)}
 
@@ -520,7 +520,7 @@ def test_bad_result_files_stop_the_report_and_leave_the_previous_site(tmp_path, 
     bad = {
         "fa-0.102.0_st-0.27.0_py3.8.json": (text[: len(text) // 2], "not valid JSON"),
         "fa-0.103.0_st-0.27.0_py3.8.json": (
-            text.replace('"schema_version": 2', '"schema_version": 3'), "schema_version 3"),
+            text.replace('"schema_version": 3', '"schema_version": 2'), "schema_version 2"),
         "fa-0.104.0_st-0.27.0_py3.8.json": (text, "contradicts its file name"),
     }
     for name, (content, says) in bad.items():
