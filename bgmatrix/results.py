@@ -242,6 +242,13 @@ def _full_clause(stored: list[str], with_evidence: bool = False) -> dict[str, An
     return entry
 
 
+def clause_entries(stored: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A stored result's clauses as mappings, from a schema-2 file (already mappings) or a
+    schema-3 one (lists): enough to compare a snapshot published before the conversion."""
+    return {cid: dict(entry) if isinstance(entry, Mapping) else _full_clause(entry)
+            for cid, entry in stored["clauses"].items()}
+
+
 def expand(stored: StoredResult, store: evidence.Store, where: str = "") -> Result:
     """The full form of a stored result, every evidence object checked against its hash."""
     try:

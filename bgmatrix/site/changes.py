@@ -4,7 +4,8 @@ The previous snapshot is the last *published* one (matrix/snapshots.json, see
 :mod:`bgmatrix.site.history`), read through git at the commit it was published from, unless a
 folder is given: never simply HEAD, which in CI is the commit the sweep has just made. Old
 results are read leniently: a file that no longer parses, or that an older schema wrote, is
-reported as unreadable rather than stopping the site, because history cannot be fixed.
+reported as unreadable rather than stopping the site, because history cannot be fixed; files
+of schema 2, which differs only in how it is stored, are compared as they are.
 """
 
 from __future__ import annotations
@@ -43,12 +44,24 @@ class Changes:
         return not (self.new or self.removed or self.states or self.verdicts or self.suite)
 
 
+#: Stored schemas that differ from the current one in storage only (schema 3 packed the
+#: evidence and wrote each clause as a list): their verdicts compare as they are.
+SAME_VERDICTS = (2,)
+
+
 def _parse(name: str, text: str, unreadable: list[str]) -> dict | None:
     try:
         data = json.loads(text)
-        results.validate(data, name)
-        return data
-    except (ValueError, results.ResultError) as exc:
+        if not (isinstance(data, dict) and data.get("schema_version") in SAME_VERDICTS):
+            results.validate(data, name)
+        else:  # checked as far as the comparison reads it
+            for key in ("cell", "provenance", "clauses"):
+                if not isinstance(data.get(key), dict):
+                    raise ValueError(f"schema_version 2 without a {key!r} mapping")
+            if not isinstance(data.get("state"), str) or "suite_hash" not in data["provenance"]:
+                raise ValueError("schema_version 2 without a state or a suite hash")
+        return dict(data, clauses=results.clause_entries(data))
+    except (ValueError, KeyError, TypeError, IndexError, results.ResultError) as exc:
         unreadable.append(f"{name}: {str(exc)[:200]}")
         return None
 

@@ -848,3 +848,30 @@ def test_a_ctrl_c_between_the_two_renames_of_a_swap_still_swaps_whole(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         build.publish(new, final)
     assert (final / "a").read_text(encoding="utf-8") == "built"
+
+
+def test_changes_compare_a_snapshot_stored_before_schema_3_verdict_for_verdict(tmp_path):
+    """Schema 3 changed only how results are stored: a previous snapshot in schema 2 (each
+    clause a mapping) still compares, and shows no change where none happened."""
+    found = synthetic_results(stride=8, fail_every=11)
+    folder = write_results(tmp_path / "results", found)
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in results.result_paths(folder):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["schema_version"] = 2
+        data["clauses"] = results.clause_entries(data)
+        (old / path.name).write_text(json.dumps(data), encoding="utf-8")
+    (old / "broken.json").write_text('{"schema_version": 2, "cell": {}}', encoding="utf-8")
+    previous = changes.from_folder(old)
+    assert [u.split(":")[0] for u in previous.unreadable] == ["broken.json"]
+    diff = changes.compare(previous, snapshot_of(found))
+    assert diff.empty, diff
+    # and a real change still shows
+    cid = next(c for c, r in sorted(found.items()) if r["state"] == "ok")
+    data = json.loads((old / f"{cid}.json").read_text(encoding="utf-8"))
+    clause = next(iter(data["clauses"]))
+    data["clauses"][clause]["label"] = "something-else"
+    (old / f"{cid}.json").write_text(json.dumps(data), encoding="utf-8")
+    diff = changes.compare(changes.from_folder(old), snapshot_of(found))
+    assert [(c, k) for c, k, _, _ in diff.verdicts] == [(cid, clause)]
