@@ -131,31 +131,20 @@ def test_a_malformed_withdrawn_entry_is_refused(tmp_path):
         spec.withdrawn(folder)
 
 
-def test_a_reserved_id_cannot_be_reused(tmp_path):
+@pytest.mark.parametrize(("clause", "old", "new", "message"), [
+    pytest.param(FULL, "ATTACH-99", "RES-1", "RES-1 were withdrawn and are reserved",
+                 id="a-reserved-id-cannot-be-reused"),
+    pytest.param(FULL, "ATTACH-99", "ATTACH-3", "ATTACH-3 is defined twice",
+                 id="a-clause-defined-twice"),
+    pytest.param(FULL, "Since: 0.2.0", "Since: 9.0.0", "Since 9.0.0 is later than spec version",
+                 id="a-clause-newer-than-the-spec"),
+    pytest.param(REC, "[ATTACH-3]", "[ZZZ-7]", r"REC-9 is observed by unknown clauses \['ZZZ-7'\]",
+                 id="a-rec-clause-observed-by-unknown-clauses"),
+])
+def test_a_clause_the_spec_cannot_hold_is_refused(tmp_path, clause, old, new, message):
     folder = spec_copy(tmp_path / "spec")
-    append(folder, "resolution", FULL.replace("ATTACH-99", "RES-1"))
-    with pytest.raises(spec.SpecError, match="RES-1 were withdrawn and are reserved"):
-        spec.load(folder)
-
-
-def test_a_clause_defined_twice_is_refused(tmp_path):
-    folder = spec_copy(tmp_path / "spec")
-    append(folder, "resolution", FULL.replace("ATTACH-99", "ATTACH-3"))
-    with pytest.raises(spec.SpecError, match="ATTACH-3 is defined twice"):
-        spec.load(folder)
-
-
-def test_a_clause_cannot_be_newer_than_the_spec(tmp_path):
-    folder = spec_copy(tmp_path / "spec")
-    append(folder, "resolution", FULL.replace("Since: 0.2.0", "Since: 9.0.0"))
-    with pytest.raises(spec.SpecError, match="Since 9.0.0 is later than spec version"):
-        spec.load(folder)
-
-
-def test_a_rec_clause_must_be_observed_by_known_clauses(tmp_path):
-    folder = spec_copy(tmp_path / "spec")
-    append(folder, "resolution", REC.replace("[ATTACH-3]", "[ZZZ-7]"))
-    with pytest.raises(spec.SpecError, match=r"REC-9 is observed by unknown clauses \['ZZZ-7'\]"):
+    append(folder, "resolution", clause.replace(old, new))
+    with pytest.raises(spec.SpecError, match=message):
         spec.load(folder)
 
 

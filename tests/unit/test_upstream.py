@@ -11,6 +11,25 @@ from bgmatrix import schemas
 from bgmatrix.run import candidates, upstream
 
 # Blank context lines are written empty (as some editors leave them), not as one space.
+# fastapi/mod.py's diff stands in both patches below.
+MOD_DIFF = """\
+--- a/fastapi/mod.py
++++ b/fastapi/mod.py
+@@ -1,4 +1,5 @@
+ import a
+-import b
++import c
++import d
+
+ x = 1
+@@ -10,3 +11,5 @@ def f():
+     return 1
++
++# a comment
+
+\\ No newline at end of file
+"""
+
 GIT_DIFF = """\
 Some words before the first file are not part of any file.
 
@@ -24,21 +43,7 @@ index 1111111..2222222 100644
  two
  three
 diff --git a/fastapi/mod.py b/fastapi/mod.py
---- a/fastapi/mod.py
-+++ b/fastapi/mod.py
-@@ -1,4 +1,5 @@
- import a
--import b
-+import c
-+import d
-
- x = 1
-@@ -10,3 +11,5 @@ def f():
-     return 1
-+
-+# a comment
-
-\\ No newline at end of file
+""" + MOD_DIFF + """\
 diff --git a/tests/test_new.py b/tests/test_new.py
 new file mode 100644
 --- /dev/null
@@ -51,21 +56,7 @@ new file mode 100644
 PLAIN_DIFF = """\
 # a header comment, as candidates/*.patch have
 
---- a/fastapi/mod.py
-+++ b/fastapi/mod.py
-@@ -1,4 +1,5 @@
- import a
--import b
-+import c
-+import d
-
- x = 1
-@@ -10,3 +11,5 @@ def f():
-     return 1
-+
-+# a comment
-
-\\ No newline at end of file
+""" + MOD_DIFF + """\
 --- a/fastapi/other.py
 +++ b/fastapi/other.py
 @@ -5 +5 @@
