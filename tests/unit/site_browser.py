@@ -18,6 +18,8 @@ from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 from bgmatrix import cli
 from bgmatrix.site import model
 from bgmatrix.spec import ROOT
@@ -124,6 +126,18 @@ class Browser:
     def screenshots(self, url: str, stem: str, height: int = 1100) -> list[Path]:
         """``stem-1400.png`` and ``stem-420.png``, for a person to review."""
         return [self.screenshot(url, f"{stem}-{w}.png", height, w) for w in WIDTHS]
+
+
+def browser_session() -> Iterator[Browser]:
+    """The body of a module's browser fixture (``yield from browser_session()``): one Browser,
+    quit after the module. Where Chromium or its driver is not installed it skips, saying why;
+    only the tests that ask for the fixture (the rendering tests) skip."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(NO_CHROMIUM)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    b = Browser()
+    yield b
+    b.quit()
 
 
 class Text(HTMLParser):

@@ -20,16 +20,7 @@ import pytest
 
 from bgmatrix.site import build
 from bgmatrix.spec import ROOT
-from tests.unit.site_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    NO_CHROMIUM,
-    SCREENS,
-    WIDTHS,
-    Browser,
-    built_site,
-    serve,
-)
+from tests.unit.site_browser import SCREENS, WIDTHS, browser_session, built_site, serve
 
 CSS = ROOT / "site" / "docs" / "css" / "site.css"
 AA = 4.5
@@ -256,12 +247,7 @@ def page_types(site: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def axe_browser():
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(NO_CHROMIUM)
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    b = Browser()
-    yield b
-    b.quit()
+    yield from browser_session()
 
 
 def test_no_serious_or_critical_axe_violation_on_any_page_type(axe_browser):

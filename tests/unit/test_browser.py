@@ -25,17 +25,7 @@ import pytest
 
 from bgmatrix.site import cite, matrix, model
 from bgmatrix.site.markup import clean
-from tests.unit.site_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    NO_CHROMIUM,
-    SCREENS,
-    WIDTHS,
-    Browser,
-    built_site,
-    parse,
-    serve,
-)
+from tests.unit.site_browser import WIDTHS, browser_session, built_site, parse, serve
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +41,7 @@ def server(built):
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None or CHROMEDRIVER is None:  # only the rendering tests need it
-        pytest.skip(NO_CHROMIUM)
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    b = Browser()
-    yield b
-    b.quit()
+    yield from browser_session()  # only the rendering tests need it
 
 
 def test_home_answers_the_headline_questions_with_a_wall(built, server, browser):
