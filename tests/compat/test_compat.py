@@ -111,6 +111,13 @@ def request(app, path):
     }
 
 
+def request_one(endpoint):
+    """``request`` to a fresh app whose one route, GET /, is ``endpoint``."""
+    app = FastAPI()
+    app.get("/")(endpoint)
+    return request(app, "/")
+
+
 def strict_request(app, path):
     """Send one GET as a test suite with ``warnings.simplefilter("error")`` would."""
     with warnings.catch_warnings():
@@ -157,9 +164,7 @@ def test_workaround_copy(row):
     """Users who worked around #11215 by copying the injected tasks into their own
     BackgroundTasks and sending that: does the copied task now run twice?"""
     ran, kept = Ran(), {}
-    app = FastAPI()
 
-    @app.get("/")
     async def endpoint(bt: BackgroundTasks):
         bt.add_task(ran.task, "copied")
         own = BackgroundTasks()
@@ -169,7 +174,7 @@ def test_workaround_copy(row):
         kept["own"] = own
         return Response("ok", background=own)
 
-    seen = request(app, "/")
+    seen = request_one(endpoint)
     counts = ran.counts("copied", "own")
     own_after = len(kept["own"].tasks) if "own" in kept else None
     label = times(counts["copied"])
@@ -182,14 +187,12 @@ def test_workaround_copy(row):
 def test_workaround_wrap(row):
     """Users who sent the injected object wrapped as a BackgroundTask's function."""
     ran = Ran()
-    app = FastAPI()
 
-    @app.get("/")
     async def endpoint(bt: BackgroundTasks):
         bt.add_task(ran.task, "wrapped")
         return Response("ok", background=BackgroundTask(bt))
 
-    seen = request(app, "/")
+    seen = request_one(endpoint)
     counts = ran.counts("wrapped")
     row.record("workaround-wrap", with_signals(times(counts["wrapped"]), seen),
                dict(seen, counts=counts))
@@ -198,15 +201,13 @@ def test_workaround_wrap(row):
 def test_clear_escape_hatch(row):
     """The maintainer's advice: clear the injected tasks, then send your own background."""
     ran = Ran()
-    app = FastAPI()
 
-    @app.get("/")
     async def endpoint(bt: BackgroundTasks):
         bt.add_task(ran.task, "cleared")
         bt.tasks.clear()
         return Response("ok", background=BackgroundTask(ran.task, "own"))
 
-    seen = request(app, "/")
+    seen = request_one(endpoint)
     counts = ran.counts("cleared", "own")
     if counts == {"cleared": 0, "own": 1}:
         label = "own-runs-once"
@@ -219,16 +220,14 @@ def test_dependency_tasks(row):
     """A dependency adds a task; the endpoint returns its own background.  Dropped for years:
     does it start running?"""
     ran = Ran()
-    app = FastAPI()
 
     def audit(bt: BackgroundTasks):
         bt.add_task(ran.task, "dependency")
 
-    @app.get("/")
     async def endpoint(_: Annotated[None, Depends(audit)]):
         return Response("ok", background=BackgroundTask(ran.task, "own"))
 
-    seen = request(app, "/")
+    seen = request_one(endpoint)
     counts = ran.counts("dependency", "own")
     label = {0: "dep-task-dropped", 1: "dep-task-runs"}.get(
         counts["dependency"], "dep-task-" + times(counts["dependency"]))
