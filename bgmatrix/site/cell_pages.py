@@ -322,7 +322,8 @@ def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: st
     from that line (``_delta``; js/releases.js puts them in place)."""
     cell_id = result["cell"]["id"]
     base = cite.cell_markdown(snapshot, default, cell_id).split("\n")
-    choices, data = [], {}
+    choices: list[tuple[str, str]] = []
+    data: dict[str, dict[str, Any]] = {}  # clause -> line index (or "*") -> its delta
     for clause in snapshot.clauses:
         entry = result["clauses"].get(clause.id)
         if entry is None or (entry["verdict"] == "n/a" and not entry["tests"]):
