@@ -259,7 +259,7 @@ def home(snapshot: model.Snapshot) -> str:
     lines.append(raw(releases.version_box(snapshot)))
     found = releases.overview(snapshot)
     if found:
-        lines += ["## Hazards found", "",
+        lines += ["## Hazards found" + NOT_SEARCHED, "",
                   "Each hazard with the FastAPI releases that have it (any measured cell of "
                   "the release deviates) and the safe pattern; a release's page shows the "
                   "code.", "", *found, ""]
