@@ -99,7 +99,7 @@ def test_a_cell_page_has_evidence_verdicts_provenance_and_citation(built, server
     cid = result["cell"]["id"]
     page = parse(browser.dom(f"{server}cells/{cid}.html"))
     text = "".join(page.text)
-    for heading in ("Verdicts", "Observations", "Provenance", "event log ("):
+    for heading in ("Verdicts", "Evidence", "Provenance", "event log ("):
         assert heading in text, heading
     expected = cite.cell_markdown(snapshot, cite.default_clause(snapshot, result), cid)
     assert page.of("bgm-cite-text").strip() == expected
