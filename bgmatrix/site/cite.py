@@ -281,13 +281,26 @@ def cell_markdown(snapshot: model.Snapshot, clause_id: str, cell_id: str) -> str
                 same = f"; same behaviour in {span_text(snapshot, run, kind)}"
     return _quote(
         [
-            f"**[{clause.id}]({clause_url(clause.id, snapshot)})** ({clause.keyword}) — "
-            f"{clause.title}",
+            clause_line(snapshot, clause.id),
             f"{cell_title(cell)}: {describe((out,))}{same}.",
             f"{snapshot_line(snapshot)} · [cell page]({cell_url(cell['id'], snapshot)}) · "
             f"[raw result]({raw_result_url(cell['id'], snapshot)})",
         ]
     )
+
+
+def clause_line(snapshot: model.Snapshot, clause_id: str) -> str:
+    """A cell citation's first line: the clause, linked, with its keyword and title."""
+    clause = snapshot.clause_by_id[clause_id]
+    return (f"**[{clause.id}]({clause_url(clause.id, snapshot)})** ({clause.keyword}) — "
+            f"{clause.title}")
+
+
+def cell_citation_heads(snapshot: model.Snapshot) -> dict[str, str]:
+    """Every clause's first line of a cell citation, exactly as ``cell_markdown`` writes it:
+    the same on every cell page of a snapshot, so the site ships it once (js/cite-heads.js)."""
+    return {c.id: _quote([clause_line(snapshot, c.id), ""]).split("\n")[0]
+            for c in snapshot.clauses}
 
 
 def _quote(lines: list[str]) -> str:

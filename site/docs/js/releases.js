@@ -226,6 +226,10 @@
         return;
       }
       var lines = base.split("\n");
+      var heads = window.bgmCiteHeads || {};
+      if (diff["0"] === undefined && heads[select.value]) {
+        lines[0] = heads[select.value]; /* the clause's own first line, shipped once */
+      }
       Object.keys(diff).forEach(function (i) {
         /* [p, s, middle]: the line's first p and last s characters are the default's */
         var was = lines[parseInt(i, 10)], d = diff[i];
