@@ -1,9 +1,13 @@
 """``bgmatrix report``: spec/ and results/ become Markdown pages, exports, and a site.
 
     bgmatrix report [--results DIR] [--out site/generated] [--site-dir site/_build]
-                    [--previous DIR] [--revalidate] [--no-build]
+                    [--previous DIR] [--revalidate] [--no-build] [--rebuild]
                     [--publish] [--snapshots matrix/snapshots.json]
 
+0. When nothing the site is made from has changed since the last build (``inputs_hash``:
+   the checkout's files, the commit, the options, the environment's URLs, the tools), that
+   build is kept as it is and the report ends there; ``--rebuild`` builds anyway, and a
+   ``--publish`` build always builds.
 1. Every result file is validated first; any invalid one stops the report (exit 2) with one
    line per file naming it and the problem, before anything is written. (Files whose exact
    bytes passed before are remembered under .bgmatrix/report/; ``--revalidate`` ignores that.)
@@ -29,9 +33,12 @@ results, and after a successful build appends the snapshot to matrix/snapshots.j
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -307,11 +314,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "passed before")
     parser.add_argument("--no-build", action="store_true",
                         help="generate the pages only, without running mkdocs")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build even when nothing the site is made from has changed since "
+                             "the last build (which is otherwise kept as it is)")
+
+
+#: Written into the generated folder and the built site: the hash of every input of the
+#: build that made them (``inputs_hash``). A dot file, so mkdocs neither renders nor copies it.
+INPUTS_FILE = ".bgmatrix-inputs"
+_ENV = ("BGMATRIX_SITE_URL", "BGMATRIX_REPO_URL")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def inputs_hash(args: argparse.Namespace) -> str | None:
+    """One hash over everything a build reads: every file of the checkout that git does not
+    ignore (code, templates, spec, results, candidates, the plan and the snapshot list), the
+    folders the arguments name when they are elsewhere, the git commit (citations pin it),
+    the environment's site and repository URLs, the options, and the site tools' versions.
+    None when the checkout is not a git work tree: then nothing is ever reused.
+
+    Deliberately coarse: any change anywhere in the checkout rebuilds everything. The point is
+    the common case, a report run again with nothing changed, which then costs a hash instead
+    of a build."""
+    from importlib.metadata import version
+
+    try:
+        def git(*cmd: str) -> bytes:
+            return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True,
+                                  check=True, timeout=60).stdout
+
+        head = git("rev-parse", "HEAD")
+        listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    h = hashlib.sha256(head)
+    files = [ROOT / n for n in sorted(set(listed.decode("utf-8", "surrogateescape")
+                                          .split("\0")) - {""})]
+    for extra in (args.results, args.plan, args.previous, args.snapshots):
+        if extra is None:
+            continue
+        extra = Path(extra).resolve()
+        if ROOT in extra.parents or extra == ROOT:
+            continue  # listed above
+        files += _folder_files(extra) if extra.is_dir() else [extra]
+    for path in files:
+        h.update(str(path).encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:  # deleted but still listed, or unreadable: a state of its own
+            h.update(b"-")
+    for name in _ENV:
+        h.update(f"{name}={os.environ.get(name)}\0".encode())
+    # The options as typed (the CLI adds its handler function, whose repr differs per run).
+    options = {k: str(v) for k, v in sorted(vars(args).items())
+               if k != "rebuild" and (v is None or isinstance(v, (str, bool, int, Path)))}
+    h.update(json.dumps(options, sort_keys=True).encode())
+    h.update(" ".join(version(d) for d in ("mkdocs", "mkdocs-material", "jinja2")).encode())
+    return h.hexdigest()
+
+
+def reusable(args: argparse.Namespace, inputs: str) -> bool:
+    """The previous build was made from exactly these inputs and is still in place."""
+    if args.rebuild or args.publish:
+        return False
+    folders = [args.out] if args.no_build else [args.out, args.site_dir]
+    for folder in folders:
+        try:
+            if (folder / INPUTS_FILE).read_text(encoding="utf-8").strip() != inputs:
+                return False
+        except (OSError, UnicodeDecodeError):
+            return False
+    return True
 
 
 def command(args: argparse.Namespace) -> int:
     """``bgmatrix report``: validate, generate, build, then publish all at once."""
     started = time.perf_counter()
+    inputs = inputs_hash(args)
+    if inputs is not None and reusable(args, inputs):
+        print(f"report: nothing the site is made from changed since the last build (inputs "
+              f"{inputs[:12]}): {args.site_dir if not args.no_build else args.out} is kept "
+              f"as it is ({time.perf_counter() - started:.1f} s; --rebuild to build anyway)",
+              flush=True)
+        return 0
     print(f"report: reading {args.results} ...", flush=True)
     snapshot = model.load_snapshot(args.results, plan_path=args.plan,
                                    use_cache=not args.revalidate)
@@ -341,6 +429,9 @@ def command(args: argparse.Namespace) -> int:
               + ("" if args.no_build else "; building the site with mkdocs ..."), flush=True)
         if not args.no_build:
             build_site(gen_dir, site_dir)
+        for folder in (gen_dir, site_dir):
+            if inputs is not None and folder.is_dir():  # written last: a whole build's mark
+                (folder / INPUTS_FILE).write_text(inputs + "\n", encoding="utf-8")
         publish(gen_dir, args.out)
         if not args.no_build:
             publish(site_dir, args.site_dir)

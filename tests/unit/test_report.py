@@ -875,3 +875,44 @@ def test_changes_compare_a_snapshot_stored_before_schema_3_verdict_for_verdict(t
     (old / f"{cid}.json").write_text(json.dumps(data), encoding="utf-8")
     diff = changes.compare(changes.from_folder(old), snapshot_of(found))
     assert [(c, k) for c, k, _, _ in diff.verdicts] == [(cid, clause)]
+
+
+def test_a_report_with_nothing_changed_keeps_the_last_build(tmp_path, capsys):
+    """The second run hashes its inputs, finds the last build made from the same ones and
+    keeps it; a changed result, or --rebuild, builds again."""
+    found = synthetic_results(stride=16, fail_every=11)
+    folder = write_results(tmp_path / "results", found)
+    code, site = build_site(tmp_path, folder)
+    assert code == 0
+    marks = {d: (d / build.INPUTS_FILE).read_text(encoding="utf-8")
+             for d in (site, tmp_path / "gen")}
+    assert len(set(marks.values())) == 1
+    before = {p: p.stat().st_mtime_ns for p in site.rglob("*.html")}
+    capsys.readouterr()
+    assert build_site(tmp_path, folder)[0] == 0
+    assert "nothing the site is made from changed" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in site.rglob("*.html")} == before
+    # the same from another process, as a person runs it (nothing of one run's process state,
+    # such as the handler function's address, may enter the hash)
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, "-m", "bgmatrix", "report", "--results", str(folder),
+         "--out", str(tmp_path / "gen"), "--site-dir", str(site),
+         "--previous", str(tmp_path / "none"), "--plan", str(tmp_path / "plan.json")],
+        cwd=spec.ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, BGMATRIX_WORK=str(tmp_path / "work")))
+    assert proc.returncode == 0 and "nothing the site is made from changed" in proc.stdout, (
+        proc.stdout + proc.stderr)
+    assert build_site(tmp_path, folder, "--rebuild")[0] == 0
+    assert "nothing the site is made from changed" not in capsys.readouterr().out
+    # one label changed in one result: built again, and the page shows it
+    cid = next(c for c, r in sorted(found.items())
+               if r["state"] == "ok" and "ATTACH-3" in r["clauses"])
+    changed = copy.deepcopy(found[cid])
+    changed["clauses"]["ATTACH-3"]["label"] = "relabelled-x7"  # the clause a cell page cites
+    results.write(folder / f"{cid}.json", changed)
+    assert build_site(tmp_path, folder)[0] == 0
+    assert "nothing the site is made from changed" not in capsys.readouterr().out
+    assert "relabelled" in (site / "cells" / f"{cid}.html").read_text(encoding="utf-8")
+    assert (site / build.INPUTS_FILE).read_text(encoding="utf-8") != marks[site]
