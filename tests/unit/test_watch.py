@@ -1,7 +1,6 @@
 """The release watch, offline: a fake index with one release more than the plan, and a fake
 cell runner whose verdict decides whether behaviour changed."""
 
-import time
 
 import pytest
 
