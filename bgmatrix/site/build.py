@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,6 +188,23 @@ def prune_theme_files(site_dir: Path) -> None:
                 path.unlink()
 
 
+# Elements whose text keeps its white space as it is: left untouched by ``compact_html``.
+_KEEP_SPACE = re.compile(r"(<pre\b.*?</pre>|<textarea\b.*?</textarea>|<script\b.*?</script>)",
+                         re.S | re.I)
+_INDENT = re.compile(r"\n\s+")
+
+
+def compact_html(site_dir: Path) -> None:
+    """The theme's templates indent every line; a run of white space that starts a line
+    becomes one line break. Outside <pre>, <textarea> and <script> a browser renders any run
+    of white space as one space, so every page looks exactly as before, a tenth lighter."""
+    for page in site_dir.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        parts = _KEEP_SPACE.split(text)
+        parts[::2] = [_INDENT.sub("\n", part) for part in parts[::2]]
+        page.write_text("".join(parts), encoding="utf-8")
+
+
 def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
     """``mkdocs build --strict -f site/mkdocs.yml``, in-process so docs_dir can point at the
     temporary folder (the CLI cannot override it) and to save an interpreter start."""
@@ -211,6 +229,7 @@ def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
         finally:
             cfg.plugins.on_shutdown()
         prune_theme_files(site_dir)
+        compact_html(site_dir)
     except (MkDocsException, SystemExit) as exc:
         first = collect.messages[0] if collect.messages else str(exc)
         more = f" (and {len(collect.messages) - 1} more warnings)" if len(collect.messages) > 1 \

@@ -325,32 +325,32 @@ def cite_heads_script(snapshot: model.Snapshot) -> str:
 
 def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: str) -> Markup:
     """A select that turns the citation above into one for any clause the cell measured.
-    Only the lines that differ from the default citation are embedded, each as its change
-    from that line (``_delta``; js/releases.js puts them in place); a first line that is the
-    clause's own (``cite.cell_citation_heads``, shipped once as js/cite-heads.js) is left
-    out."""
+    The data gives each clause, in spec order, as [verdict, change]: the change is None for
+    the cited clause, else the lines that differ from the default citation, each as its
+    change from that line (``_delta``); a first line that is the clause's own
+    (``cite.cell_citation_heads``, shipped once as js/cite-heads.js) is left out.
+    js/releases.js makes the options and puts the lines in place."""
     cell_id = result["cell"]["id"]
     base = cite.cell_markdown(snapshot, default, cell_id).split("\n")
     heads = cite.cell_citation_heads(snapshot)  # ~70 short strings: cheap per page
-    choices: list[tuple[str, str]] = []
-    data: dict[str, dict[str, Any]] = {}  # clause -> line index (or "*") -> its delta
+    data: dict[str, list[Any]] = {}
     for clause in snapshot.clauses:
         entry = result["clauses"].get(clause.id)
         if entry is None or (entry["verdict"] == "n/a" and not entry["tests"]):
             continue
-        choices.append((clause.id, entry["verdict"]))  # the label: in the verdicts below
-        if clause.id == default:
-            continue
-        lines = cite.cell_markdown(snapshot, clause.id, cell_id).split("\n")
-        if len(lines) != len(base):
-            data[clause.id] = {"*": "\n".join(lines)}
-        else:
-            data[clause.id] = {str(i): _delta(line, was)
-                               for i, (line, was) in enumerate(zip(lines, base))
-                               if line != was and not (i == 0 and line == heads[clause.id])}
-    if len(choices) < 2:
+        change: dict[str, Any] | None = None
+        if clause.id != default:
+            lines = cite.cell_markdown(snapshot, clause.id, cell_id).split("\n")
+            if len(lines) != len(base):
+                change = {"*": "\n".join(lines)}
+            else:
+                change = {str(i): _delta(line, was)
+                          for i, (line, was) in enumerate(zip(lines, base))
+                          if line != was and not (i == 0 and line == heads[clause.id])}
+        data[clause.id] = [entry["verdict"], change]
+    if len(data) < 2 or default not in data:
         return Markup("")
-    return part("cite_picker", releases.TEMPLATE)(choices, default,
+    return part("cite_picker", releases.TEMPLATE)(default, data[default][0],
                                                   Markup(json_for_script(data)))
 
 

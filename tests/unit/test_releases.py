@@ -164,20 +164,24 @@ def test_a_cell_page_opens_with_what_is_notable_and_can_cite_any_clause():
     assert "ATTACH&#45;1<" not in notable  # the same in the neighbours: not notable
     data = json.loads(re.search(r'id="bgm-cite-data">(.*?)</script>', text).group(1))
     assert 'id="bgm-cite-clause"' in text and "LIFE-1" in data
-    # every clause the cell measured can be cited (its first line comes from
-    # js/cite-heads.js, so a clause may need no other line)
-    offered = set(re.findall(r'<option value="([A-Z]+-\d+)"', text))
-    assert set(data) == offered - {cite.default_clause(snapshot, result)} and len(offered) > 5
-    assert '<option value="LIFE-1">' in text
-    # each changed line is [p, s, middle] against the default's line (js/releases.js)
+    # every clause the cell measured can be cited, in spec order, with its verdict
+    measured = [c.id for c in snapshot.clauses if c.id in result["clauses"] and not (
+        result["clauses"][c.id]["verdict"] == "n/a" and not result["clauses"][c.id]["tests"])]
+    assert list(data) == measured and len(measured) > 5
+    assert all(data[c][0] == result["clauses"][c]["verdict"] for c in measured)
+    default = cite.default_clause(snapshot, result)
+    assert f'<option value="{default}" selected>' in text  # the page's own; js adds the rest
+    # each change is None for the cited clause, else lines as [p, s, middle] against the
+    # default's (js/releases.js), the first line from js/cite-heads.js unless given
     cell_id = result["cell"]["id"]
-    base = cite.cell_markdown(snapshot, cite.default_clause(snapshot, result), cell_id)
-    heads = cite.cell_citation_heads(snapshot)  # js/cite-heads.js
-    for cid, diff in data.items():
+    base = cite.cell_markdown(snapshot, default, cell_id)
+    heads = cite.cell_citation_heads(snapshot)
+    for cid, (_, diff) in data.items():
+        assert (diff is None) == (cid == default)
         lines = base.split("\n")
-        if "0" not in diff:
+        if diff is not None and "0" not in diff:
             lines[0] = heads[cid]
-        for i, (keep_start, keep_end, middle) in diff.items():
+        for i, (keep_start, keep_end, middle) in (diff or {}).items():
             was = lines[int(i)]
             lines[int(i)] = was[:keep_start] + middle + was[len(was) - keep_end:]
         assert "\n".join(lines) == cite.cell_markdown(snapshot, cid, cell_id)

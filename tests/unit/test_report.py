@@ -916,3 +916,14 @@ def test_a_report_with_nothing_changed_keeps_the_last_build(tmp_path, capsys):
     assert "nothing the site is made from changed" not in capsys.readouterr().out
     assert "relabelled" in (site / "cells" / f"{cid}.html").read_text(encoding="utf-8")
     assert (site / build.INPUTS_FILE).read_text(encoding="utf-8") != marks[site]
+
+
+def test_compact_html_keeps_preformatted_text_and_scripts_as_they_are(tmp_path):
+    page = tmp_path / "a.html"
+    page.write_text('<div>\n    <p>a\n      b</p>\n\n  <pre class="x">  keep\n    this</pre>\n'
+                    '  <script>var a = 1;\n    a += 1</script>\n  <TEXTAREA>\n  t</TEXTAREA>\n'
+                    '</div>\n', encoding="utf-8")
+    build.compact_html(tmp_path)
+    assert page.read_text(encoding="utf-8") == (
+        '<div>\n<p>a\nb</p>\n<pre class="x">  keep\n    this</pre>\n'
+        '<script>var a = 1;\n    a += 1</script>\n<TEXTAREA>\n  t</TEXTAREA>\n</div>\n')

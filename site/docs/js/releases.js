@@ -214,9 +214,19 @@
     if (!select || !data || !target) {
       return;
     }
-    var base = target.textContent;
+    var base = target.textContent, chosen = select.value;
+    /* The page carries the cited clause's option only; the others come from the data, in
+     * spec order: [verdict, change from the default citation] per clause. */
+    while (select.firstChild) {
+      select.removeChild(select.firstChild);
+    }
+    Object.keys(data).forEach(function (cid) {
+      var option = el("option", cid + " \u00b7 " + data[cid][0], {value: cid});
+      option.selected = cid === chosen;
+      select.appendChild(option);
+    });
     select.addEventListener("change", function () {
-      var diff = data[select.value];
+      var diff = data[select.value] && data[select.value][1];
       if (!diff) {
         target.textContent = base;
         return;
