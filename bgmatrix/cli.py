@@ -140,6 +140,10 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"{len(summary.done)} run, {summary.skipped} current, {len(summary.busy)} busy, "
           f"{len(summary.failed)} without verdicts: "
           + (", ".join(f"{k} ({v})" for k, v in sorted(summary.failed.items())) or "none"))
+    if summary.efficiency is not None:
+        print(f"time: {summary.wall:.0f} s wall for cells that took {summary.cell_seconds:.0f} s "
+              f"on their own, on {summary.jobs} worker(s): {summary.efficiency:.2f}× the ideal "
+              f"{summary.cell_seconds / summary.jobs:.0f} s")
     return 0
 
 
