@@ -12,6 +12,7 @@ linked from the page, keeps every character.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -358,12 +359,8 @@ def _delta(line: str, base: str) -> list[Any]:
     """``line`` as [p, s, middle]: the first p and last s characters of ``base`` around
     ``middle`` (js/releases.js rebuilds it). The lines of one cell's citations share their
     cell title and their ends, which made most of each page's citation data."""
-    p = 0
-    while p < min(len(line), len(base)) and line[p] == base[p]:
-        p += 1
-    s = 0
-    while s < min(len(line), len(base)) - p and line[-1 - s] == base[-1 - s]:
-        s += 1
+    p = len(os.path.commonprefix([line, base]))
+    s = len(os.path.commonprefix([line[p:][::-1], base[p:][::-1]]))
     return [p, s, line[p:len(line) - s]]
 
 

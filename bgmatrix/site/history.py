@@ -54,7 +54,18 @@ class Entry:
 def summarise(snapshot: model.Snapshot, commit: str) -> Entry:
     """The snapshot as one list entry: per clause, counts over the release cells it is about
     (FastAPI cells for a FastAPI-level clause, FastAPI and Starlette cells for a Starlette-level
-    one; candidates are experiments, not releases)."""
+    one; candidates are experiments, not releases). Every clause page asks: counted once per
+    snapshot (its id is a hash of its content)."""
+    key = (snapshot.id, commit)
+    if key not in _SUMMARIES:
+        _SUMMARIES[key] = _summarise(snapshot, commit)
+    return _SUMMARIES[key]
+
+
+_SUMMARIES: dict[tuple[str, str], Entry] = {}
+
+
+def _summarise(snapshot: model.Snapshot, commit: str) -> Entry:
     cells = [r for r in snapshot.cells() if r["cell"]["kind"] != "candidate"]
     clauses: dict[str, Counts] = {}
     for clause in snapshot.clauses:
