@@ -341,16 +341,23 @@ def load_results(
     """
     cache = _validated_cache()
     schema_key = hashlib.sha256(results.SCHEMA_PATH.read_bytes()).hexdigest()[:16]
+    # Evidence objects too, by (hash, kind) against the evidence schema's own hash.
+    evidence_key = "evidence:" + hashlib.sha256(
+        (results.SCHEMA_PATH.parent / "evidence.schema.json").read_bytes()).hexdigest()[:16]
     known: set[str] = set()
+    trusted: set[tuple[str, str]] = set()
     if use_cache:
         try:
-            known = set(json.loads(cache.read_text(encoding="utf-8")).get(schema_key, []))
-        except (OSError, ValueError, AttributeError):
-            known = set()
+            record = json.loads(cache.read_text(encoding="utf-8"))
+            known = set(record.get(schema_key, []))
+            trusted = {tuple(p.split(":", 1)) for p in record.get(evidence_key, [])}
+        except (OSError, ValueError, AttributeError, TypeError):
+            known, trusted = set(), set()
     found: dict[str, results.Result] = {}
     errors: list[str] = []
     passed: set[str] = set()
     store = evidence.Store(folder)
+    store.trust(trusted)
     for path in results.result_paths(folder):
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -370,9 +377,11 @@ def load_results(
             passed.add(digest)
         except results.ResultError as exc:
             errors.append(str(exc))
-    if use_cache and passed - known:
+    if use_cache and (passed - known or store.checked - trusted):
         try:
-            results.write_text_atomic(cache, json.dumps({schema_key: sorted(known | passed)}))
+            results.write_text_atomic(cache, json.dumps({
+                schema_key: sorted(known | passed),
+                evidence_key: sorted(f"{k}:{kind}" for k, kind in store.checked | trusted)}))
         except OSError:
             pass  # a cache that cannot be written only costs time
     return found, errors

@@ -448,6 +448,31 @@ def test_a_file_validates_again_whenever_its_bytes_change(tmp_path, monkeypatch)
     assert model.load_results(folder, use_cache=False)[1] == errors
 
 
+def test_evidence_validates_once_per_schema_and_an_edited_object_is_still_caught(
+        tmp_path, monkeypatch):
+    """The record of validated files also keeps the evidence objects that passed, by hash
+    and kind: a second read validates none; an object whose content no longer matches its
+    name is refused all the same (every read checks it), and the cache never hides it."""
+    from bgmatrix import evidence
+
+    folder = write_results(tmp_path / "results", synthetic_results(limit=3))
+    checked = []
+    real = evidence.validate
+    monkeypatch.setattr(evidence, "validate",
+                        lambda obj, kind, where: checked.append(kind) or real(obj, kind, where))
+    assert len(model.load_results(folder)[0]) == 3 and checked
+    checked.clear()
+    assert len(model.load_results(folder)[0]) == 3 and checked == []  # remembered
+    pack = next(p for p in (folder / "evidence").glob("*.jsonl") if p.read_text().strip())
+    line = json.loads(pack.read_text().splitlines()[0])
+    line["object"] = {"edited": True}
+    rest = pack.read_text().splitlines()[1:]
+    pack.write_text("\n".join([json.dumps(line), *rest]) + "\n")
+    found, errors = model.load_results(folder)
+    assert errors and all(str(pack) in e or "evidence" in e for e in errors)
+    assert len(found) < 3
+
+
 def test_an_invalid_result_stops_the_report_and_keeps_the_old_site(tmp_path, capsys):
     folder = write_results(tmp_path / "results", synthetic_results(limit=3))
     assert build_site(tmp_path, folder)[0] == 0
