@@ -15,6 +15,7 @@ far more than using it, and a full matrix is checked tens of thousands of times.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from typing import Any
@@ -29,6 +30,12 @@ SCHEMA_DIR = ROOT / "schema"
 @cache
 def load(name: str) -> dict:
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+
+
+def fingerprint(name: str) -> str:
+    """16 hex digits of the SHA-256 of schema ``name``'s file: what a record of data that
+    passed it is keyed by (such a record holds only while the schema is the same)."""
+    return hashlib.sha256((SCHEMA_DIR / f"{name}.schema.json").read_bytes()).hexdigest()[:16]
 
 
 @cache

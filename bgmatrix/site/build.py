@@ -77,9 +77,12 @@ HTML_BUDGET = 300 * 1024  # one HTML page
 SEARCH_BUDGET = 500 * 1024  # search/search_index.json
 
 
-def write(path: Path, text: str) -> None:
+def write(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")  # strict: text that is not clean is a bug here
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")  # strict: text that is not clean is a bug here
 
 
 #: Fixed pages: home, matrix, decision, changes, history, downloads, the clause and cell index.
@@ -131,9 +134,7 @@ def generate(
     # under 1 MB, and every tool that reads CSV or JSON reads them after one gunzip.
     for name, body in (("matrix.json", exports.dumps(export)),
                        ("matrix.csv", exports.matrix_csv(export))):
-        gz = out / "downloads" / f"{name}.gz"
-        gz.parent.mkdir(parents=True, exist_ok=True)
-        gz.write_bytes(exports.gzipped(body))
+        write(out / "downloads" / f"{name}.gz", exports.gzipped(body))
     sizes = {p.name: p.stat().st_size for p in (out / "downloads").iterdir()}
     page("downloads.md", pages.downloads(snapshot, sizes))
 
@@ -370,16 +371,16 @@ def inputs_hash(args: argparse.Namespace) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     h = hashlib.sha256(head)
-    files = [ROOT / n for n in sorted(set(listed.decode("utf-8", "surrogateescape")
-                                          .split("\0")) - {""})]
+    sources = [ROOT / n for n in sorted(set(listed.decode("utf-8", "surrogateescape")
+                                            .split("\0")) - {""})]
     for extra in (args.results, args.plan, args.previous, args.snapshots):
         if extra is None:
             continue
         extra = Path(extra).resolve()
         if ROOT in extra.parents or extra == ROOT:
             continue  # listed above
-        files += _folder_files(extra) if extra.is_dir() else [extra]
-    for path in files:
+        sources += _folder_files(extra) if extra.is_dir() else [extra]
+    for path in sources:
         h.update(str(path).encode("utf-8", "surrogateescape") + b"\0")
         try:
             h.update(hashlib.sha256(path.read_bytes()).digest())

@@ -148,6 +148,7 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
     cell, prov = result["cell"], result["provenance"]
     lines = [LEAN_SEARCH_EXCLUDED + f"# {safe_title(cell)}", ""]
     clause_id = cite.default_clause(snapshot, result)
+    shown = shown_tests(result, clause_id)  # the records this page carries
     notable = notable_items(snapshot, result)
     if notable:
         lines += ["## What is notable", "", raw(part("notable", releases.TEMPLATE)(notable))]
@@ -174,7 +175,7 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
         lines.append(raw(part("message")(result["message"])))
     # Markup is counted (see templates/parts.html, verdict_table and tests_block).
     lines += ["## Verdicts", ""]
-    test_ids = {result["tests"][i]["test"]: i for i in shown_tests(result, clause_id)}
+    test_ids = {result["tests"][i]["test"]: i for i in shown}
     rows = []
     untested: dict[str, list[str]] = {}  # reason -> clauses n/a because no test ran
     conforming: list[Markup] = []  # conforming clauses whose evidence is not on this page
@@ -219,7 +220,6 @@ def cell_page(snapshot: model.Snapshot, result: Result) -> str:
     if "wire" in result:
         lines += wire_section(root, result)
     lines += ["## Evidence", ""]
-    shown = shown_tests(result, clause_id)
     rest = len(result["tests"]) - len(shown)
     lines.append(raw(part("para")(Markup(
         "The record of each test behind {} and of any test that did not finish normally, "

@@ -18,7 +18,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from bgmatrix import evidence, paths, results, spec, vocabulary
+from bgmatrix import evidence, paths, results, schemas, spec, vocabulary
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.results import Result
 from bgmatrix.snapshot import read_run, snapshot_id_of
@@ -340,10 +340,9 @@ def load_results(
     so every error reads exactly as it would there.
     """
     cache = _validated_cache()
-    schema_key = hashlib.sha256(results.SCHEMA_PATH.read_bytes()).hexdigest()[:16]
-    # Evidence objects too, by (hash, kind) against the evidence schema's own hash.
-    evidence_key = "evidence:" + hashlib.sha256(
-        (results.SCHEMA_PATH.parent / "evidence.schema.json").read_bytes()).hexdigest()[:16]
+    schema_key = schemas.fingerprint("result")
+    # Evidence objects too, by (hash, kind) against the evidence schema's own fingerprint.
+    evidence_key = "evidence:" + schemas.fingerprint("evidence")
     known: set[str] = set()
     trusted: set[tuple[str, str]] = set()
     if use_cache:
