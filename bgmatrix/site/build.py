@@ -189,21 +189,20 @@ def prune_theme_files(site_dir: Path) -> None:
                 path.unlink()
 
 
-# Elements whose text keeps its white space as it is: left untouched by ``compact_html``.
+# Elements whose text keeps its white space as it is: left untouched by ``compact_page``.
 _KEEP_SPACE = re.compile(r"(<pre\b.*?</pre>|<textarea\b.*?</textarea>|<script\b.*?</script>)",
                          re.S | re.I)
 _INDENT = re.compile(r"\n\s+")
 
 
-def compact_html(site_dir: Path) -> None:
+def compact_page(html: str) -> str:
     """The theme's templates indent every line; a run of white space that starts a line
     becomes one line break. Outside <pre>, <textarea> and <script> a browser renders any run
-    of white space as one space, so every page looks exactly as before, a tenth lighter."""
-    for page in site_dir.rglob("*.html"):
-        text = page.read_text(encoding="utf-8")
-        parts = _KEEP_SPACE.split(text)
-        parts[::2] = [_INDENT.sub("\n", part) for part in parts[::2]]
-        page.write_text("".join(parts), encoding="utf-8")
+    of white space as one space, so every page looks exactly as before, a tenth lighter.
+    Applied to each page as mkdocs renders it (site/hooks.py), before it is written."""
+    parts = _KEEP_SPACE.split(html)
+    parts[::2] = [_INDENT.sub("\n", part) for part in parts[::2]]
+    return "".join(parts)
 
 
 def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
@@ -230,7 +229,6 @@ def build_site(docs_dir: Path, site_dir: Path, config: Path = CONFIG) -> None:
         finally:
             cfg.plugins.on_shutdown()
         prune_theme_files(site_dir)
-        compact_html(site_dir)
     except (MkDocsException, SystemExit) as exc:
         first = collect.messages[0] if collect.messages else str(exc)
         more = f" (and {len(collect.messages) - 1} more warnings)" if len(collect.messages) > 1 \

@@ -911,6 +911,7 @@ def test_a_report_with_nothing_changed_keeps_the_last_build(tmp_path, capsys):
     assert code == 0
     marks = {d: (d / build.INPUTS_FILE).read_text(encoding="utf-8")
              for d in (site, tmp_path / "gen")}
+    assert "\n  <" not in (site / "404.html").read_text(encoding="utf-8")  # site/hooks.py ran
     assert len(set(marks.values())) == 1
     before = {p: p.stat().st_mtime_ns for p in site.rglob("*.html")}
     capsys.readouterr()
@@ -943,12 +944,10 @@ def test_a_report_with_nothing_changed_keeps_the_last_build(tmp_path, capsys):
     assert (site / build.INPUTS_FILE).read_text(encoding="utf-8") != marks[site]
 
 
-def test_compact_html_keeps_preformatted_text_and_scripts_as_they_are(tmp_path):
-    page = tmp_path / "a.html"
-    page.write_text('<div>\n    <p>a\n      b</p>\n\n  <pre class="x">  keep\n    this</pre>\n'
-                    '  <script>var a = 1;\n    a += 1</script>\n  <TEXTAREA>\n  t</TEXTAREA>\n'
-                    '</div>\n', encoding="utf-8")
-    build.compact_html(tmp_path)
-    assert page.read_text(encoding="utf-8") == (
+def test_compact_page_keeps_preformatted_text_and_scripts_as_they_are():
+    page = ('<div>\n    <p>a\n      b</p>\n\n  <pre class="x">  keep\n    this</pre>\n'
+            '  <script>var a = 1;\n    a += 1</script>\n  <TEXTAREA>\n  t</TEXTAREA>\n'
+            '</div>\n')
+    assert build.compact_page(page) == (
         '<div>\n<p>a\nb</p>\n<pre class="x">  keep\n    this</pre>\n'
         '<script>var a = 1;\n    a += 1</script>\n<TEXTAREA>\n  t</TEXTAREA>\n</div>\n')
