@@ -297,9 +297,9 @@ EXPECTATIONS.update({
     "SHAPE-4": _expect("refused+no-task: a refused method runs no task (or the route serves "
                        "it and the task runs once)",
                        "refused+no-task", "served+ran", "served+false-warning"),
-    "SHAPE-5": _expect("ran: the endpoint's tasks and the replacement's own, each once in "
-                       "any order, or a qualifying signal reports the loss",
-                       *(RAN_ONCE + ("reordered", "warned+none-ran", "warned+partial"))),
+    "SHAPE-5": _expect("ran: the endpoint's tasks and the replacement's own, each once "
+                       "(not ordered against each other), or a qualifying signal reports the "
+                       "loss", *(RAN_ONCE + ("warned+none-ran", "warned+partial"))),
     "SHAPE-6": _expect("ran: in mounted apps and nested routers", *RAN_ONCE),
     "SHAPE-7": _expect(_CONFLICT_TEXT + ", in mounted apps and nested routers", *NOT_SILENT),
     "SHAPE-8": _expect("ran once, or the declaration is refused loudly (rejected, "

@@ -15,6 +15,8 @@ import logging
 import threading
 import warnings
 
+from oracle import message_of
+
 #: Default per-scenario budget, in seconds.  A scenario that exceeds it is recorded as a
 #: ``timeout`` outcome; it never stalls the run.
 DEFAULT_TIMEOUT = 10.0
@@ -84,6 +86,11 @@ class Exchange(object):
         self.warnings = []
         self.app_exception = None
         self.dropped_sends = 0
+        # Answers to ``receive`` after the final body: counted, not placed in ``events``. A
+        # server answers them at once, concurrently with a sync task in a worker thread, so
+        # their place among the task's effects is the OS scheduler's choice, not the
+        # framework's, and would differ between two runs that saw the same behaviour.
+        self.disconnects_after_response = 0
 
     @property
     def effects(self):
@@ -103,7 +110,7 @@ class Exchange(object):
         return [v for k, v in self.headers if k.lower() == name]
 
     def to_json(self):
-        return {
+        out = {
             "request": self.index,
             "status": self.status,
             "headers": [[k, v] for k, v in self.headers],
@@ -114,6 +121,9 @@ class Exchange(object):
             "dropped_sends": self.dropped_sends,
             "events": list(self.events),
         }
+        if self.disconnects_after_response:  # only where it happened: other records unchanged
+            out["disconnects_after_response"] = self.disconnects_after_response
+        return out
 
 
 class Harness(object):
@@ -345,8 +355,9 @@ class Harness(object):
             else:
                 await app(scope, peer.receive, peer.send)
         except Exception as exc:  # the app's own failure is evidence, not a harness error
-            self._current.app_exception = {"type": type(exc).__name__, "message": str(exc)}
-            self.log("app-exception", type=type(exc).__name__, message=str(exc))
+            message = message_of(exc)
+            self._current.app_exception = {"type": type(exc).__name__, "message": message}
+            self.log("app-exception", type=type(exc).__name__, message=message)
         self.log("app-returned")
 
 
@@ -362,6 +373,7 @@ class _HttpPeer(object):
         self.request_sent = False
         self.gone = asyncio.Event()  # the client has disconnected
         self.first_body_seen = False
+        self.response_complete = False
         if disconnect == "immediately":
             self.gone.set()
 
@@ -375,7 +387,10 @@ class _HttpPeer(object):
             # Block like a client that keeps the connection open, until cancelled.
             await asyncio.Event().wait()
         await self.gone.wait()
-        self.h.log("receive", message="http.disconnect")
+        if self.response_complete and self.h._current is not None:
+            self.h._current.disconnects_after_response += 1  # see Exchange
+        else:
+            self.h.log("receive", message="http.disconnect")
         return {"type": "http.disconnect"}
 
     async def send(self, message):
@@ -413,8 +428,10 @@ class _HttpPeer(object):
                 self.first_body_seen = True
                 if self.mode == "after-first-body":
                     self.gone.set()
-            if not more and self.mode == "after-response":
-                self.gone.set()
+            if not more:
+                self.response_complete = True
+                if self.mode == "after-response":
+                    self.gone.set()
         else:
             self.h.log("send", message=kind)
         # Let other coroutines (e.g. a middleware's disconnect listener) run as a real server's

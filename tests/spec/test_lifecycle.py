@@ -14,6 +14,7 @@ import inspect
 
 import pytest
 from kind import require_fastapi
+from oracle import schedule_label
 from labels_life import (
     function_scope_label,
     resource_label,
@@ -21,6 +22,8 @@ from labels_life import (
     teardown_position,
     teardown_task_label,
 )
+
+from bgmatrix import vocabulary
 
 fastapi = require_fastapi()  # FastAPI-level: a Starlette-only cell skips this module
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException  # noqa: E402
@@ -111,28 +114,41 @@ def is_yielded(value):
     return isinstance(value, str) and value == YIELDED
 
 
-def resource_evidence(record, ex, flags):
-    position = teardown_position(ex.events, "teardown", "task-start")
-    record.observe("request", ex)
-    record.observe("flags_seen_by_task", list(flags))
-    record.observe("teardown_position", position)
-    return position
+def resource_outcomes(record, harness, build, label_of):
+    """Run a resource scenario once per ``send`` yield count of the schedule set
+    (spec/index.md#schedules) and return ``{schedule: label}``, or None (graded n/a) when the
+    release lacks ``yield`` dependencies.
+
+    Only the server's side varies: the task is the scenario's own, which looks at the resource
+    on both sides of an ``await``. A teardown that a slow or fast ``send`` lets run earlier or
+    later shows up as a schedule whose label differs.
+    """
+    outcomes, evidence = {}, {}
+    for yields in vocabulary.SEND_YIELDS:
+        flags, received = [], []
+        ex = harness.request(build(flags, received), send_yields=yields)
+        reason = yield_unsupported(received, is_resource)
+        if reason:
+            record.observe("request", ex)
+            record.not_applicable(reason)
+            return None
+        name = "send-yields-%d" % yields
+        position = teardown_position(ex.events, "teardown", "task-start")
+        evidence[name] = {"request": ex, "flags_seen_by_task": list(flags),
+                          "teardown_position": position}
+        outcomes[name] = label_of(flags, position)
+    record.observe("schedules", evidence)
+    return outcomes
 
 
 @pytest.mark.parametrize("flavor", ["async", "sync"])
 @pytest.mark.clause("LIFE-1")
 def test_resource_outlives_tasks_by_default(record, harness, flavor):
-    flags, received = [], []
-    app = resource_app(harness, flavor, flags, received)
-    ex = harness.request(app)
-    reason = yield_unsupported(received, is_resource)
-    if reason:
-        record.observe("request", ex)
-        record.not_applicable(reason)
-        return
-    resource_evidence(record, ex, flags)
-    label = resource_label(flags)
-    record.grade("LIFE-1", label)
+    outcomes = resource_outcomes(
+        record, harness, lambda flags, received: resource_app(harness, flavor, flags, received),
+        lambda flags, position: resource_label(flags))
+    if outcomes is not None:
+        record.grade("LIFE-1", schedule_label(outcomes), graded=list(outcomes.values()))
 
 
 @pytest.mark.clause("LIFE-2")
@@ -213,14 +229,10 @@ def test_function_scope_teardown_precedes_response(record, harness, flavor):
     if "scope" not in inspect.signature(fastapi.Depends).parameters:
         record.not_applicable("release has no Depends(scope=...)")
         return
-    flags, received = [], []
-    app = resource_app(harness, flavor, flags, received, {"scope": "function"})
-    ex = harness.request(app)
-    reason = yield_unsupported(received, is_resource)
-    if reason:
-        record.observe("request", ex)
-        record.not_applicable(reason)
-        return
-    position = resource_evidence(record, ex, flags)
-    label = function_scope_label(position)
-    record.grade("LIFE-4", label)
+    outcomes = resource_outcomes(
+        record, harness,
+        lambda flags, received: resource_app(harness, flavor, flags, received,
+                                             {"scope": "function"}),
+        lambda flags, position: function_scope_label(position))
+    if outcomes is not None:
+        record.grade("LIFE-4", schedule_label(outcomes), graded=list(outcomes.values()))

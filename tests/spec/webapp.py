@@ -21,6 +21,7 @@ import os
 
 import starlette
 from kind import starlette_only
+from oracle import message_of
 from starlette.applications import Starlette
 
 from bgmatrix import vocabulary
@@ -213,10 +214,10 @@ def describe_exception(exc):
             for sub in inner:
                 walk(sub)
         else:
-            leaves.append({"type": type(e).__name__, "message": str(e)})
+            leaves.append({"type": type(e).__name__, "message": message_of(e)})
 
     walk(exc)
-    return {"type": type(exc).__name__, "message": str(exc), "leaves": leaves}
+    return {"type": type(exc).__name__, "message": message_of(exc), "leaves": leaves}
 
 
 class ExceptionProbe(object):

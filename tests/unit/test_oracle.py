@@ -4,11 +4,13 @@ The apps speak raw ASGI and do exactly one thing each (drop, warn, merge, run a 
 so a label that is wrong here is wrong everywhere.
 """
 
+import re
 import warnings
 
 import pytest
 from harness import Harness
-from oracle import conflict_label, qualifying_signals, runs_label, tasks_after_body_label
+from oracle import (conflict_label, message_of, qualifying_signals, runs_label,
+                    tasks_after_body_label)
 
 from bgmatrix import vocabulary
 
@@ -169,3 +171,19 @@ def test_a_hanging_app_becomes_a_timeout_not_a_stuck_run():
     with pytest.raises(ScenarioTimeout):
         h.request(app)
     assert h.exchanges[0].events[-1]["kind"] == "timeout"
+
+
+def test_runs_label_leaves_unordered_tasks_unordered():
+    assert runs_label(["b", "a"], ["a", "b"]) == "reordered"
+    assert runs_label(["b", "a"], ["a", "b"], ordered=False) == "ran"
+    assert runs_label(["a", "a"], ["a", "b"], ordered=False) == "duplicate"
+
+
+def test_messages_in_evidence_carry_no_memory_address():
+    class Opaque(object):
+        pass
+
+    exc = ValueError("bad %r and %r" % (Opaque(), Opaque()))
+    message = message_of(exc)
+    assert "0x…" in message and not re.search(r"0x[0-9a-f]", message)
+    assert message_of(ValueError("at 0x10 bytes")) == "at 0x10 bytes"  # not a repr
