@@ -51,6 +51,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "watch": ("bgmatrix.run.watch",
               "find releases newer than the plan, run their cells, summarise what changed"),
     "snapshot": ("bgmatrix.snapshot", "print the snapshot id of a results folder"),
+    "attribute": ("bgmatrix.run.attribute",
+                  "find why labels flip between adjacent releases: re-run with one dependency "
+                  "pinned at a time -> matrix/attribution.json"),
 }
 
 

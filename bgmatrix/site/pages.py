@@ -20,7 +20,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bgmatrix import spec, vocabulary
-from bgmatrix.site import cite, history, model, releases, suite
+from bgmatrix.site import attribution, cite, history, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -478,6 +478,7 @@ def clause_page(
         # and no <section> is nested in the table (an inner </div> would end a <div>'s skip).
         lines.append(raw(Markup('<section data-search-exclude>{}</section>').format(
             timeline_table(snapshot, timeline, root))))
+    lines += attribution.clause_section(clause.id, root)
     lines += wire_rows(snapshot, clause, root)
     candidates = snapshot.cells("candidate")
     if candidates:

@@ -1,0 +1,602 @@
+"""``bgmatrix attribute``: why a clause's label changes between two adjacent releases of a line,
+found by measuring, never by reading changelogs.
+
+A *flip* is a clause whose verdict or label differs between two adjacent cells of one line:
+adjacent Starlette releases (the Starlette line), or adjacent FastAPI releases on the same
+Python with the same Starlette bound (the FastAPI lines). For a flip A -> B the two cells'
+recorded environments (``provenance.packages``) are compared:
+
+- only the framework differs (and the Python is the same): the cause is the framework;
+- otherwise B's cell is re-run in a scratch folder (never results/): once unchanged (the
+  *control*: does B's label reproduce at all?), then once per differing dependency with that one
+  package pinned to A's version (and once on A's Python if the Python differs). The package
+  whose pin brings back A's label is the cause. When no single pin does and several packages
+  differ, one more run pins them all at once: if A's label comes back, the dependencies together
+  are the cause; if not, the framework is. What could not be tried (a pin that does not install,
+  a package B has and A lacks) makes the cause ``undetermined``, with what was tried.
+
+For a flip a dependency caused, both releases are also measured in *today's environment*: the
+cell without its cutoff, i.e. the newest dependencies the releases' declared ranges allow now
+(what a user installing that release today gets), beside the period-correct result.
+
+The outcome is ``matrix/attribution.json`` (schema/attribution.schema.json): one entry per
+flip, sorted, without times, so a re-run that sees the same behaviour changes no byte. Flips
+not measured in a run keep their entry when it still describes the same flip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from packaging.version import InvalidVersion, Version
+
+from bgmatrix import paths, results, schemas, spec
+from bgmatrix.errors import BgmatrixError, UsageError
+from bgmatrix.files import write_text_atomic
+from bgmatrix.plan import store
+from bgmatrix.spec import ROOT
+
+ATTRIBUTION_PATH = ROOT / "matrix" / "attribution.json"
+SCRATCH_DIR = paths.WORK_DIR / "attribution"  # experiment results: never results/
+FORMAT = 1
+LINES = ("starlette", "fastapi")
+
+#: The Starlette bounds whose FastAPI cells form one line (an ``only`` cell belongs to both).
+_BOUND_LINES = {"lowest": ("lowest",), "highest": ("highest",), "only": ("lowest", "highest"),
+                None: ("-",)}
+
+#: Causes, in the words the file and the site use.
+CAUSES = ("framework", "dependency", "dependencies", "python", "undetermined", "unstable",
+          "unmeasured")
+
+
+class AttributionError(BgmatrixError):
+    """matrix/attribution.json is unreadable or invalid."""
+
+
+# ---------------------------------------------------------------------------- flips
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of a flip: the cell and what the clause read there."""
+
+    cell: str
+    version: str  # the line's framework version
+    python: str
+    verdict: str
+    label: str
+
+    def outcome(self) -> tuple[str, str]:
+        return (self.verdict, self.label)
+
+
+@dataclass(frozen=True)
+class Flip:
+    line: str  # starlette | fastapi
+    series: str  # which sequence of the line: "starlette", or "py3.8, lowest Starlette"
+    clause: str
+    before: Side
+    after: Side
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.before.cell, self.after.cell, self.clause)
+
+    @property
+    def framework(self) -> str:
+        return self.line
+
+
+def _version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return Version("0")
+
+
+def sequences(stored: Mapping[str, Mapping[str, Any]],
+              bounds: Mapping[str, Optional[str]]) -> list[tuple[str, str, list[Mapping]]]:
+    """Each line's cells in release order: ``(line, series, results)``.
+
+    ``bounds`` gives a FastAPI cell's Starlette bound (from the plan); FastAPI cells of one
+    Python and one bound form a series.
+    """
+    starlette = sorted((r for r in stored.values() if r["cell"]["kind"] == "starlette"),
+                       key=lambda r: _version(r["cell"]["starlette"]))
+    out: list[tuple[str, str, list[Mapping]]] = [("starlette", "starlette", starlette)]
+    series: dict[tuple[str, str], list[Mapping]] = {}
+    for result in stored.values():
+        cell = result["cell"]
+        if cell["kind"] != "fastapi":
+            continue
+        for bound in _BOUND_LINES.get(bounds.get(cell["id"]), ("-",)):
+            series.setdefault((cell["python"], bound), []).append(result)
+    for (python, bound), members in sorted(series.items(),
+                                           key=lambda kv: (_version(kv[0][0]), kv[0][1])):
+        members.sort(key=lambda r: (_version(r["cell"]["fastapi"]),
+                                    _version(r["cell"]["starlette"] or "0")))
+        name = f"py{python}" + ("" if bound == "-" else f", {bound} Starlette")
+        out.append(("fastapi", name, members))
+    return out
+
+
+def _side(result: Mapping[str, Any], line: str, entry: Mapping[str, Any]) -> Side:
+    cell = result["cell"]
+    return Side(cell["id"], cell[line], cell["python"], entry["verdict"], entry["label"])
+
+
+def find_flips(stored: Mapping[str, Mapping[str, Any]],
+               bounds: Mapping[str, Optional[str]]) -> tuple[list[Flip], list[str]]:
+    """Every flip between adjacent cells of every line, and why any adjacent pair was not
+    compared (a cell without verdicts, results of two different suites)."""
+    flips: dict[tuple[str, str, str], Flip] = {}
+    skipped: list[str] = []
+    for line, series, members in sequences(stored, bounds):
+        for before, after in zip(members, members[1:]):
+            pair = f"{before['cell']['id']} -> {after['cell']['id']}"
+            if before["state"] != "ok" or after["state"] != "ok":
+                skipped.append(f"{pair}: not both ok ({before['state']}, {after['state']})")
+                continue
+            hashes = {r["provenance"].get("suite_hash") for r in (before, after)}
+            if len(hashes) != 1:
+                skipped.append(f"{pair}: measured with different suites {sorted(map(str, hashes))}")
+                continue
+            old, new = results.clause_entries(before), results.clause_entries(after)
+            for clause in sorted(set(old) & set(new), key=spec.clause_order):
+                a, b = old[clause], new[clause]
+                if (a["verdict"], a["label"]) == (b["verdict"], b["label"]):
+                    continue
+                flip = Flip(line, series, clause, _side(before, line, a), _side(after, line, b))
+                flips.setdefault(flip.key, flip)  # an `only` pair sits in two series: once
+    return sorted(flips.values(), key=flip_order), skipped
+
+
+def flip_order(flip: Flip) -> tuple:
+    return (LINES.index(flip.line), _version(flip.before.python), flip.series,
+            _version(flip.before.version), _version(flip.after.version), flip.before.cell,
+            flip.after.cell, spec.clause_order(flip.clause))
+
+
+# ---------------------------------------------------------------------------- environments
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def package_diff(before: Mapping[str, str], after: Mapping[str, str]
+                 ) -> dict[str, list[Optional[str]]]:
+    """The packages whose versions differ: name -> [before, after] (None: not installed)."""
+    a = {normalise(k): v for k, v in before.items()}
+    b = {normalise(k): v for k, v in after.items()}
+    return {name: [a.get(name), b.get(name)] for name in sorted(set(a) | set(b))
+            if a.get(name) != b.get(name)}
+
+
+def pinnable(diff: Mapping[str, Sequence[Optional[str]]], framework: str
+             ) -> tuple[dict[str, str], dict[str, str]]:
+    """The dependencies one pin can set to the earlier cell's version (name -> version), and
+    those it cannot (name -> why)."""
+    pins, not_pinned = {}, {}
+    for name, (old, new) in sorted(diff.items()):
+        if name == framework:
+            continue
+        if old is None:
+            not_pinned[name] = f"{name} {new} is new in the later environment (nothing to pin)"
+        elif new is None:
+            not_pinned[name] = f"{name} {old} is absent from the later environment"
+        else:
+            pins[name] = old
+    return pins, not_pinned
+
+
+# ---------------------------------------------------------------------------- the decision
+
+
+def experiment_record(name: str, pins: Mapping[str, str], python: Optional[str],
+                      result: Mapping[str, Any], clause: str, before: Side,
+                      after_packages: Mapping[str, str]) -> dict[str, Any]:
+    """What one experiment says about one flip's clause (stored in the flip's entry)."""
+    record: dict[str, Any] = {"name": name, "pins": dict(sorted(pins.items())),
+                              "state": result["state"]}
+    if python is not None:
+        record["python"] = python
+    entry = results.clause_entries(result).get(clause) if result["state"] == "ok" else None
+    if entry is not None:
+        record["verdict"], record["label"] = entry["verdict"], entry["label"]
+        record["reverts"] = (entry["verdict"], entry["label"]) == before.outcome()
+    else:
+        record["reverts"] = False
+        record["message"] = (result.get("message") or result["state"]).splitlines()[-1][:300]
+    seen = (result.get("provenance") or {}).get("packages") or {}
+    moved = package_diff(after_packages, seen) if seen else {}
+    record["also_changed"] = {k: v for k, v in moved.items() if k not in pins}
+    return record
+
+
+def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
+           experiments: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The cause of ``flip`` from the environments' difference and the experiments run."""
+    framework = flip.framework
+    versions = [flip.before.version, flip.after.version]
+    pins, not_pinned = pinnable(diff, framework)
+    same_python = flip.before.python == flip.after.python
+    if not pins and not not_pinned and same_python:
+        return {"kind": "framework", "package": framework, "versions": versions,
+                "note": f"only {framework} differs between the two environments"}
+    if not experiments:
+        return {"kind": "unmeasured", "note": "not attributed yet: `bgmatrix attribute "
+                f"--clause {flip.clause} --line {flip.line}` runs the experiments"}
+    by_name = {e["name"]: e for e in experiments}
+    control = by_name.get("control")
+    if control is None or control.get("state") != "ok":
+        return {"kind": "undetermined", "note": "the later cell could not be re-run unchanged ("
+                f"{(control or {}).get('message', 'no control run')})"}
+    if (control.get("verdict"), control.get("label")) != flip.after.outcome():
+        return {"kind": "unstable", "note": "re-running the later cell unchanged gave "
+                f"{control.get('verdict')} · {control.get('label')}, not its recorded label: the "
+                "label is not reproducible, so no experiment can attribute it"}
+    singles = [e for e in experiments if e["name"] in ("pin", "python")]
+    reverting = [e for e in singles if e["reverts"]]
+    if len(reverting) == 1 and reverting[0]["name"] == "pin":
+        (name, _), = reverting[0]["pins"].items()
+        return {"kind": "dependency", "package": name, "versions": list(diff[name]),
+                "note": f"pinning {name} to {diff[name][0]} alone brings back the earlier label"}
+    if len(reverting) == 1:
+        return {"kind": "python", "versions": [flip.before.python, flip.after.python],
+                "note": f"the later release on Python {flip.before.python} reads as the earlier"}
+    if reverting:
+        named = ", ".join(_what(e) for e in reverting)
+        return {"kind": "undetermined", "note": f"each of {named} alone brings back the earlier "
+                "label"}
+    joint = by_name.get("dependencies")
+    if joint is not None and joint.get("state") == "ok" and joint["reverts"]:
+        return {"kind": "dependencies", "packages": sorted(joint["pins"]),
+                "note": "no single pin brings back the earlier label; all of them together do"}
+    tried = ", ".join(_what(e) for e in singles + ([joint] if joint else [])) or "nothing"
+    failed = [e for e in singles + ([joint] if joint else []) if e.get("state") != "ok"]
+    gaps = [f"{_what(e)} did not run ({e.get('message', e.get('state'))})" for e in failed]
+    gaps += list(not_pinned.values())
+    if not same_python and not any(e["name"] == "python" and e.get("state") == "ok"
+                                   for e in singles):
+        gaps.append(f"Python {flip.before.python} -> {flip.after.python} was not tried")
+    if gaps:
+        return {"kind": "undetermined", "note": f"tried {tried}; none brought back the earlier "
+                "label, and " + "; ".join(gaps)}
+    return {"kind": "framework", "package": framework, "versions": versions,
+            "note": f"no dependency pinned to the earlier version ({tried}) brings back the "
+            "earlier label"}
+
+
+def _what(experiment: Mapping[str, Any]) -> str:
+    if experiment["name"] == "python":
+        return f"Python {experiment.get('python')}"
+    pins = experiment.get("pins") or {}
+    return " + ".join(f"{k}=={v}" for k, v in sorted(pins.items())) or experiment["name"]
+
+
+def cause_text(cause: Mapping[str, Any]) -> str:
+    """The cause in a few words, for the CLI and the site."""
+    kind = cause["kind"]
+    if kind in ("framework", "dependency"):
+        old, new = cause["versions"]
+        return f"{kind}: {cause['package']} {old} → {new}"
+    if kind == "dependencies":
+        return "dependencies together: " + ", ".join(cause["packages"])
+    if kind == "python":
+        return f"Python {cause['versions'][0]} → {cause['versions'][1]}"
+    return kind
+
+
+# ---------------------------------------------------------------------------- entries
+
+
+def base_entry(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]]) -> dict[str, Any]:
+    def side(s: Side) -> dict[str, str]:
+        return {"cell": s.cell, "version": s.version, "python": s.python,
+                "verdict": s.verdict, "label": s.label}
+
+    return {"line": flip.line, "series": flip.series, "clause": flip.clause,
+            "from": side(flip.before), "to": side(flip.after),
+            "differing": {k: list(v) for k, v in diff.items()}}
+
+
+def same_flip(entry: Mapping[str, Any], flip: Flip,
+              diff: Mapping[str, Sequence[Optional[str]]]) -> bool:
+    """Whether a stored entry still describes ``flip`` (same cells, labels and environments)."""
+    fresh = base_entry(flip, diff)
+    return all(entry.get(k) == v for k, v in fresh.items())
+
+
+def document(flips: Sequence[Flip], diffs: Mapping[tuple, Mapping],
+             measured: Mapping[tuple, Mapping[str, Any]],
+             previous: Optional[Mapping[str, Any]], suite_hash: Optional[str]) -> dict[str, Any]:
+    """The attribution file: every flip once, measured now, kept from ``previous`` when it still
+    describes the same flip, else attributed from the environments alone."""
+    kept = {(e["from"]["cell"], e["to"]["cell"], e["clause"]): e
+            for e in (previous or {}).get("flips", [])}
+    entries = []
+    for flip in flips:
+        diff = diffs[flip.key]
+        if flip.key in measured:
+            entry = dict(measured[flip.key])
+        elif flip.key in kept and same_flip(kept[flip.key], flip, diff):
+            entry = dict(kept[flip.key])
+        else:
+            entry = {**base_entry(flip, diff), "experiments": []}
+            entry["cause"] = decide(flip, diff, None)
+        entries.append(entry)
+    return {"format": FORMAT, "suite_hash": suite_hash,
+            "about": "Why a clause's label changes between adjacent releases of a line, "
+                     "measured by `bgmatrix attribute` (bgmatrix/run/attribute.py).",
+            "flips": entries}
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def load(path: Path = ATTRIBUTION_PATH) -> Optional[dict[str, Any]]:
+    """The attribution file, or None if there is none; one line naming it if it is broken."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AttributionError(f"{path}: unreadable attribution file ({exc})") from None
+    found = schemas.problem(data, "attribution")
+    if found is not None:
+        raise AttributionError(f"{path}: {found}")
+    return data
+
+
+def write(doc: Mapping[str, Any], path: Path = ATTRIBUTION_PATH) -> bool:
+    """Validate and write ``doc``; True if the file changed."""
+    found = schemas.problem(doc, "attribution")
+    if found is not None:
+        raise AttributionError(f"{path}: the attribution to write is invalid: {found}")
+    text = dumps(doc)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text_atomic(path, text)
+    return True
+
+
+# ---------------------------------------------------------------------------- measuring
+
+#: Runs one cell: (cell, install requirements) -> a result in the full form.
+CellRunner = Callable[[Mapping[str, Any], list[str]], Mapping[str, Any]]
+
+
+def _default_runner(cell: Mapping[str, Any], install: list[str]) -> Mapping[str, Any]:
+    from bgmatrix.run import runner  # imported here: the pure parts need no uv
+
+    return runner.run_cell(cell, install=install, wire_mode=False)
+
+
+def _requirements(cell: Mapping[str, Any]) -> list[str]:
+    return [f"{name}=={cell[name]}" for name in ("fastapi", "starlette") if cell.get(name)]
+
+
+@dataclass
+class Experiment:
+    name: str  # control | pin | python | dependencies | today
+    cell: dict[str, Any]  # the cell as run (its python or cutoff may be changed)
+    pins: dict[str, str]
+    python: Optional[str] = None
+    result: Optional[Mapping[str, Any]] = None
+    seconds: float = 0.0
+
+    @property
+    def slug(self) -> str:
+        pins = "+".join(f"{k}-{v}" for k, v in sorted(self.pins.items()))
+        extra = f"-py{self.python}" if self.python else ""
+        return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.name}{extra}{'-' + pins if pins else ''}"
+                      f"-{self.cell['id']}")
+
+    def install(self) -> list[str]:
+        return _requirements(self.cell) + [f"{k}=={v}" for k, v in sorted(self.pins.items())]
+
+
+def _run_all(batch: Sequence[Experiment], run: CellRunner, jobs: int, scratch: Path,
+             log: Callable[[str], None]) -> None:
+    def one(exp: Experiment) -> None:
+        start = time.monotonic()
+        exp.result = run(exp.cell, exp.install())
+        exp.seconds = time.monotonic() - start
+        folder = scratch / exp.slug
+        shutil.rmtree(folder, ignore_errors=True)
+        results.write(folder / f"{exp.cell['id']}.json", dict(exp.result))  # type: ignore[arg-type]
+        what = _what({"name": exp.name, "pins": exp.pins, "python": exp.python})
+        log(f"  {exp.cell['id']} {exp.name} {what if exp.name != 'control' else ''}".rstrip()
+            + f": {exp.result['state']} in {exp.seconds:.1f} s")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, batch))
+
+
+def measure_pair(flips: Sequence[Flip], before: Mapping[str, Any], after: Mapping[str, Any],
+                 run: CellRunner = _default_runner, jobs: int = 2,
+                 scratch: Path = SCRATCH_DIR, today: bool = True,
+                 log: Callable[[str], None] = print) -> dict[tuple, dict[str, Any]]:
+    """Attribute every flip between the cells ``before`` and ``after`` (results in either form)
+    with one set of experiments; returns each flip's entry by key."""
+    framework = flips[0].framework
+    a_cell, b_cell = dict(before["cell"]), dict(after["cell"])
+    a_packages = before["provenance"].get("packages") or {}
+    b_packages = after["provenance"].get("packages") or {}
+    diff = package_diff(a_packages, b_packages)
+    pins, _ = pinnable(diff, framework)
+    folder = scratch / f"{a_cell['id']}__{b_cell['id']}"
+    entries: dict[tuple, dict[str, Any]] = {}
+    needs_runs = [f for f in flips if decide(f, diff, None)["kind"] == "unmeasured"]
+    if not needs_runs:
+        for flip in flips:
+            entries[flip.key] = {**base_entry(flip, diff), "experiments": [],
+                                 "cause": decide(flip, diff, None)}
+        return entries
+    batch = [Experiment("control", b_cell, {})]
+    batch += [Experiment("pin", b_cell, {name: version}) for name, version in pins.items()]
+    if a_cell["python"] != b_cell["python"]:
+        batch.append(Experiment("python", {**b_cell, "python": a_cell["python"]}, {},
+                                python=a_cell["python"]))
+    log(f"{a_cell['id']} -> {b_cell['id']}: {len(flips)} flip(s), differing "
+        + (", ".join(f"{k} {v[0]}->{v[1]}" for k, v in diff.items()) or "nothing")
+        + f"; {len(batch)} run(s)")
+    _run_all(batch, run, jobs, folder, log)
+    records = {f.key: _records(batch, f, b_packages) for f in flips}
+    if len(pins) > 1 and any(not any(r["reverts"] for r in recs if r["name"] != "control")
+                             for recs in records.values()):
+        joint = Experiment("dependencies", b_cell, dict(pins))
+        _run_all([joint], run, jobs, folder, log)
+        batch.append(joint)
+        records = {f.key: _records(batch, f, b_packages) for f in flips}
+    todays: dict[str, Experiment] = {}
+    for flip in flips:
+        entry = {**base_entry(flip, diff), "experiments": records[flip.key]}
+        entry["cause"] = decide(flip, diff, records[flip.key])
+        entries[flip.key] = entry
+    if today and any(e["cause"]["kind"] in ("dependency", "dependencies")
+                     for e in entries.values()):
+        todays = {"from": Experiment("today", {**a_cell, "cutoff": None}, {}),
+                  "to": Experiment("today", {**b_cell, "cutoff": None}, {})}
+        _run_all(list(todays.values()), run, jobs, folder, log)
+        for flip in flips:
+            entry = entries[flip.key]
+            if entry["cause"]["kind"] in ("dependency", "dependencies"):
+                entry["today"] = {side: _today(exp, flip.clause, entry["cause"])
+                                  for side, exp in todays.items()}
+    return entries
+
+
+def _records(batch: Sequence[Experiment], flip: Flip,
+             after_packages: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [experiment_record(e.name, e.pins, e.python, e.result or {}, flip.clause,
+                              flip.before, after_packages) for e in batch]
+
+
+def _today(exp: Experiment, clause: str, cause: Mapping[str, Any]) -> dict[str, Any]:
+    result = exp.result or {}
+    out: dict[str, Any] = {"cell": exp.cell["id"], "state": result.get("state")}
+    entry = results.clause_entries(result).get(clause) if result.get("state") == "ok" else None
+    if entry is not None:
+        out["verdict"], out["label"] = entry["verdict"], entry["label"]
+    else:
+        out["message"] = (result.get("message") or str(result.get("state"))).splitlines()[-1][:300]
+    seen = {normalise(k): v for k, v in
+            ((result.get("provenance") or {}).get("packages") or {}).items()}
+    names = [cause["package"]] if "package" in cause else list(cause.get("packages", []))
+    out["packages"] = {name: seen.get(name) for name in names}
+    return out
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clause", action="append", default=[], metavar="ID",
+                   help="only flips of this clause (repeatable)")
+    p.add_argument("--line", choices=LINES, help="only flips of this line")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="measure at most N pairs of releases that need experiments")
+    p.add_argument("--unmeasured", action="store_true",
+                   help="only flips the attribution file does not attribute yet")
+    p.add_argument("--list", action="store_true",
+                   help="print the flips and what differs; run nothing, write nothing")
+    p.add_argument("--no-today", action="store_true",
+                   help="skip today's environment for dependency-caused flips")
+    p.add_argument("-j", "--jobs", type=int, default=2)
+    p.add_argument("--results", default=str(results.RESULTS_DIR))
+    p.add_argument("--out", default=str(ATTRIBUTION_PATH))
+
+
+def _bounds() -> dict[str, Optional[str]]:
+    return {c["id"]: c.get("starlette_bound") for c in store.load_cells()}
+
+
+def read_results(folder: Path) -> dict[str, results.StoredResult]:
+    """Every stored result of ``folder`` (flips need no evidence objects); a broken file is
+    one line."""
+    if not folder.is_dir():
+        raise UsageError(f"no results folder {folder}")
+    found = {}
+    for path in results.result_paths(folder):
+        found[path.stem] = results.load_stored(path)
+    return found
+
+
+def command(args: argparse.Namespace) -> int:
+    known = {c.id for c in spec.load()}
+    unknown = [c for c in args.clause if c not in known]
+    if unknown:
+        raise UsageError(f"unknown clause {unknown[0]!r}; clause IDs look like MW-3 (see spec/)")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit must be 0 or more, not {args.limit}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be 1 or more, not {args.jobs}")
+    out = Path(args.out)
+    previous = load(out)
+    stored = read_results(Path(args.results))
+    flips, skipped = find_flips(stored, _bounds())
+    diffs = {f.key: package_diff(stored[f.before.cell]["provenance"].get("packages") or {},
+                                 stored[f.after.cell]["provenance"].get("packages") or {})
+             for f in flips}
+    chosen = [f for f in flips if (not args.clause or f.clause in args.clause)
+              and (args.line is None or f.line == args.line)]
+    if args.unmeasured and previous:
+        done = {(e["from"]["cell"], e["to"]["cell"], e["clause"]): e for e in previous["flips"]}
+        chosen = [f for f in chosen
+                  if not (f.key in done and same_flip(done[f.key], f, diffs[f.key])
+                          and done[f.key]["cause"]["kind"] != "unmeasured")]
+    for line in skipped:
+        print(f"not compared: {line}")
+    print(f"{len(flips)} flip(s) in {args.results}; {len(chosen)} chosen")
+    if args.list:
+        for flip in chosen:
+            diff = diffs[flip.key]
+            print(f"{flip.line} {flip.series}: {flip.clause} {flip.before.version} -> "
+                  f"{flip.after.version} ({flip.before.label[:50]!r} -> {flip.after.label[:50]!r})"
+                  f"; differing: {', '.join(diff) or 'nothing'}; "
+                  f"{cause_text(decide(flip, diff, None))}")
+        return 0
+    pairs: dict[tuple[str, str], list[Flip]] = {}
+    for flip in chosen:
+        pairs.setdefault((flip.before.cell, flip.after.cell), []).append(flip)
+    measured: dict[tuple, dict[str, Any]] = {}
+    runs = 0
+    suite_hashes = {r["provenance"].get("suite_hash") for r in stored.values()
+                    if r["state"] == "ok"}
+    try:
+        for (a, b), group in pairs.items():
+            needs = any(decide(f, diffs[f.key], None)["kind"] == "unmeasured" for f in group)
+            if needs and args.limit is not None and runs >= args.limit:
+                continue
+            runs += needs
+            # Every flip of the pair is measured by the same runs, chosen or not.
+            every = [f for f in flips if (f.before.cell, f.after.cell) == (a, b)]
+            measured.update(measure_pair(every, stored[a], stored[b], jobs=args.jobs,
+                                         today=not args.no_today))
+    finally:  # Ctrl-C keeps what was measured
+        doc = document(flips, diffs, measured, previous,
+                       next(iter(suite_hashes)) if len(suite_hashes) == 1 else None)
+        changed = write(doc, out)
+    for key in sorted(measured, key=lambda k: flip_order(next(f for f in flips if f.key == k))):
+        entry = measured[key]
+        print(f"{entry['clause']} {entry['from']['version']} -> {entry['to']['version']} "
+              f"({entry['series']}): {cause_text(entry['cause'])}")
+    print(f"{out}: {'written' if changed else 'unchanged'}; {len(measured)} flip(s) measured, "
+          f"{sum(e['cause']['kind'] == 'unmeasured' for e in doc['flips'])} not yet attributed")
+    return 0

@@ -1,0 +1,91 @@
+"""Why a clause's label changes: the causes ``bgmatrix attribute`` measured
+(matrix/attribution.json), as a short table on the clause page.
+
+Read here with the shared schema, not through the runner (the site never imports ``run``): a
+missing file shows nothing, a broken one stops the report with one line, like a broken result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from bgmatrix.files import read_checked
+from bgmatrix.site.model import ReportError
+from bgmatrix.site.render import cell_href, code, link, raw, table, text
+from bgmatrix.spec import ROOT
+
+ATTRIBUTION_PATH = ROOT / "matrix" / "attribution.json"
+
+
+@lru_cache(maxsize=4)
+def _read(path: str, stamp: int) -> dict[str, Any] | None:
+    return read_checked(Path(path), "attribution", ReportError, "attribution file")
+
+
+def load(path: Path = ATTRIBUTION_PATH) -> dict[str, Any] | None:
+    """The attribution file (read once per version of it), or None if there is none."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _read(str(path), stamp)
+
+
+def cause_text(cause: Mapping[str, Any]) -> str:
+    kind = cause["kind"]
+    if kind in ("framework", "dependency"):
+        old, new = cause["versions"]
+        return f"{'the framework' if kind == 'framework' else 'a dependency'}: " \
+               f"{cause['package']} {old} → {new}"
+    if kind == "dependencies":
+        return "dependencies together: " + ", ".join(cause["packages"])
+    if kind == "python":
+        return f"Python {cause['versions'][0]} → {cause['versions'][1]}"
+    return {"undetermined": "undetermined", "unstable": "not reproducible",
+            "unmeasured": "not attributed yet"}[kind]
+
+
+def _today(entry: Mapping[str, Any]) -> Markup:
+    today = entry.get("today")
+    if not today:
+        return Markup("")
+    parts = []
+    for side in ("from", "to"):
+        seen = today[side]
+        packages = ", ".join(f"{k} {v}" for k, v in sorted(seen["packages"].items()))
+        said = seen.get("label") or seen.get("message") or seen["state"]
+        parts.append(Markup("{} with {}: {}").format(entry[side]["version"], packages,
+                                                      code(said)))
+    return Markup("<br>Today's dependencies: ") + Markup("; ").join(parts)
+
+
+def clause_section(clause_id: str, root: str = "../",
+                   path: Path = ATTRIBUTION_PATH) -> list[str]:
+    """``## Why the label changes``: one row per flip of the clause (from -> to, cause), or
+    nothing when no flip of it is recorded."""
+    doc = load(path)
+    entries = [e for e in (doc or {}).get("flips", []) if e["clause"] == clause_id]
+    if not entries:
+        return []
+    rows = []
+    for e in entries:
+        line = "Starlette" if e["line"] == "starlette" else f"FastAPI ({e['series']})"
+        change = Markup("{} → {}").format(link(cell_href(root, e["from"]["cell"]),
+                                               e["from"]["version"]),
+                                          link(cell_href(root, e["to"]["cell"]),
+                                               e["to"]["version"]))
+        labels = Markup("{} → {}").format(code(e["from"]["label"]), code(e["to"]["label"]))
+        cause = Markup("<strong>{}</strong><br>{}").format(cause_text(e["cause"]),
+                                                          text(e["cause"]["note"]))
+        rows.append([text(line), change, labels, cause + _today(e)])
+    return ["## Why the label changes", "",
+            "Measured by `bgmatrix attribute`: the later release re-run with one differing "
+            "dependency at the earlier release's version at a time; the package whose pin "
+            "brings the earlier label back is the cause.", "",
+            raw(Markup("<section data-search-exclude>{}</section>").format(
+                table(["Line", "From → to", "Label", "Cause"], rows))), ""]

@@ -1,0 +1,376 @@
+"""Flip attribution (bgmatrix/run/attribute.py, issue 13 items 2 and 3): flips between adjacent
+releases, the environments' difference, the cause each set of experiments points to, the file
+it is stored in, the command's errors, the clause page's table — and one real experiment, the
+Starlette 0.31.1 -> 0.32.0 boundary, where anyio 3.7.1 -> 4.0.0 changed the resolved
+environment while Starlette's middleware did not change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bgmatrix import cli, results
+from bgmatrix.run import attribute
+from bgmatrix.run.attribute import Flip, Side
+from bgmatrix.site import attribution as site_attribution
+from bgmatrix.site.model import ReportError
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def stored(cell_id, *, kind="starlette", starlette="0.1.0", fastapi=None, python="3.8",
+           state="ok", packages=None, clauses=None, suite="s1"):
+    """A stored result as flips need it: the cell, the state, the environment, the clauses."""
+    return {"cell": {"id": cell_id, "kind": kind, "fastapi": fastapi, "starlette": starlette,
+                     "python": python, "cutoff": "2023-01-01T00:00:00Z"},
+            "state": state,
+            "provenance": {"suite_hash": suite, "packages": packages or {"starlette": starlette}},
+            "clauses": clauses or {}}
+
+
+def st(version, clauses, packages=None, **kw):
+    cell_id = f"st-{version}_py3.8"
+    return cell_id, stored(cell_id, starlette=version,
+                           packages={"starlette": version, **(packages or {})},
+                           clauses=clauses, **kw)
+
+
+def side(cell, version, label, verdict="conforms", python="3.8"):
+    return Side(cell, version, python, verdict, label)
+
+
+def mw3_flip():
+    return Flip("starlette", "starlette", "MW-3",
+                side("st-0.31.1_py3.8", "0.31.1", "swallowed", "deviates"),
+                side("st-0.32.0_py3.8", "0.32.0", "propagated"))
+
+
+ANYIO_DIFF = {"anyio": ["3.7.1", "4.0.0"], "starlette": ["0.31.1", "0.32.0"]}
+
+
+def exp(name, pins=None, label="propagated", verdict="conforms", state="ok", reverts=False,
+        python=None):
+    record = {"name": name, "pins": pins or {}, "state": state, "reverts": reverts,
+              "also_changed": {}}
+    if state == "ok":
+        record.update(verdict=verdict, label=label)
+    else:
+        record["message"] = "resolution failed"
+    if python:
+        record["python"] = python
+    return record
+
+
+# --------------------------------------------------------------------------- flips
+
+
+def test_flips_are_found_between_adjacent_releases_in_version_order():
+    found = dict([
+        st("0.10.0", {"MW-3": ["conforms", "propagated"]}),
+        st("0.9.0", {"MW-3": ["deviates", "swallowed"]}),  # 0.9 before 0.10, not as text
+        st("0.11.0", {"MW-3": ["conforms", "propagated"]}),
+    ])
+    flips, skipped = attribute.find_flips(found, {})
+    assert [(f.clause, f.before.version, f.after.version) for f in flips] == [
+        ("MW-3", "0.9.0", "0.10.0")]
+    assert flips[0].before.outcome() == ("deviates", "swallowed")
+    assert skipped == []
+
+
+def test_a_pair_without_verdicts_or_from_two_suites_is_not_compared():
+    found = dict([
+        st("0.1.0", {"MW-3": ["deviates", "swallowed"]}),
+        st("0.2.0", {}, state="import-error"),
+        st("0.3.0", {"MW-3": ["conforms", "propagated"]}),
+        st("0.4.0", {"MW-3": ["deviates", "swallowed"]}, suite="s2"),
+    ])
+    flips, skipped = attribute.find_flips(found, {})
+    assert flips == []
+    assert len(skipped) == 3
+    assert "not both ok (ok, import-error)" in skipped[0]
+    assert "different suites" in skipped[2]
+
+
+def test_fastapi_lines_hold_one_python_and_one_starlette_bound_and_an_only_pair_counts_once():
+    def fa(version, starlette, label, python="3.8"):
+        cell_id = f"fa-{version}_st-{starlette}_py{python}"
+        return cell_id, stored(cell_id, kind="fastapi", fastapi=version, starlette=starlette,
+                               python=python, clauses={"ATTACH-3": ["deviates", label]},
+                               packages={"fastapi": version, "starlette": starlette})
+
+    found = dict([fa("0.1.0", "0.1.0", "drop"), fa("0.2.0", "0.1.0", "merge"),
+                  fa("0.2.0", "0.2.0", "drop"), fa("0.3.0", "0.2.0", "drop"),
+                  fa("0.3.0", "0.2.0", "merge", python="3.9")])
+    bounds = {"fa-0.1.0_st-0.1.0_py3.8": "only", "fa-0.2.0_st-0.1.0_py3.8": "lowest",
+              "fa-0.2.0_st-0.2.0_py3.8": "highest", "fa-0.3.0_st-0.2.0_py3.8": "only",
+              "fa-0.3.0_st-0.2.0_py3.9": "only"}
+    flips, _ = attribute.find_flips(found, bounds)
+    # lowest: 0.1.0 drop -> 0.2.0 merge -> 0.3.0 drop; highest: 0.1.0 drop -> 0.2.0 drop ->
+    # 0.3.0 drop; Python 3.9 is a line of its own (one cell, no pair).
+    assert [(f.series, f.before.cell, f.after.cell) for f in flips] == [
+        ("py3.8, lowest Starlette", "fa-0.1.0_st-0.1.0_py3.8", "fa-0.2.0_st-0.1.0_py3.8"),
+        ("py3.8, lowest Starlette", "fa-0.2.0_st-0.1.0_py3.8", "fa-0.3.0_st-0.2.0_py3.8"),
+    ]
+    assert {f.line for f in flips} == {"fastapi"}
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_package_diff_names_every_package_whose_version_differs_normalised():
+    diff = attribute.package_diff(
+        {"starlette": "0.31.1", "anyio": "3.7.1", "typing_extensions": "4.7.1", "idna": "3.4",
+         "gone": "1.0"},
+        {"starlette": "0.32.0", "anyio": "4.0.0", "Typing-Extensions": "4.8.0", "idna": "3.4",
+         "exceptiongroup": "1.1.3"})
+    assert diff == {"anyio": ["3.7.1", "4.0.0"], "exceptiongroup": [None, "1.1.3"],
+                    "gone": ["1.0", None], "starlette": ["0.31.1", "0.32.0"],
+                    "typing-extensions": ["4.7.1", "4.8.0"]}
+    pins, not_pinned = attribute.pinnable(diff, "starlette")
+    assert pins == {"anyio": "3.7.1", "typing-extensions": "4.7.1"}
+    assert set(not_pinned) == {"exceptiongroup", "gone"}
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def test_only_the_framework_differs_then_the_framework_is_the_cause_without_a_run():
+    cause = attribute.decide(mw3_flip(), {"starlette": ["0.31.1", "0.32.0"]}, None)
+    assert cause["kind"] == "framework"
+    assert cause["versions"] == ["0.31.1", "0.32.0"]
+
+
+def test_a_dependency_difference_without_experiments_is_unmeasured():
+    assert attribute.decide(mw3_flip(), ANYIO_DIFF, None)["kind"] == "unmeasured"
+
+
+def test_the_pin_that_brings_the_earlier_label_back_is_the_cause():
+    runs = [exp("control"),
+            exp("pin", {"anyio": "3.7.1"}, "swallowed", "deviates", reverts=True)]
+    cause = attribute.decide(mw3_flip(), ANYIO_DIFF, runs)
+    assert cause == {"kind": "dependency", "package": "anyio", "versions": ["3.7.1", "4.0.0"],
+                     "note": "pinning anyio to 3.7.1 alone brings back the earlier label"}
+    assert attribute.cause_text(cause) == "dependency: anyio 3.7.1 → 4.0.0"
+
+
+def test_no_pin_brings_it_back_then_the_framework_is_the_cause():
+    runs = [exp("control"), exp("pin", {"anyio": "3.7.1"})]
+    cause = attribute.decide(mw3_flip(), ANYIO_DIFF, runs)
+    assert cause["kind"] == "framework"
+    assert "anyio==3.7.1" in cause["note"]
+
+
+def test_a_label_the_control_run_does_not_reproduce_is_unstable():
+    runs = [exp("control", label="swallowed", verdict="deviates"),
+            exp("pin", {"anyio": "3.7.1"}, "swallowed", "deviates", reverts=True)]
+    assert attribute.decide(mw3_flip(), ANYIO_DIFF, runs)["kind"] == "unstable"
+
+
+def test_a_pin_that_cannot_install_or_a_new_package_leaves_the_cause_undetermined():
+    runs = [exp("control"), exp("pin", {"anyio": "3.7.1"}, state="install-error")]
+    cause = attribute.decide(mw3_flip(), ANYIO_DIFF, runs)
+    assert cause["kind"] == "undetermined"
+    assert "anyio==3.7.1 did not run (resolution failed)" in cause["note"]
+    diff = {**ANYIO_DIFF, "exceptiongroup": [None, "1.1.3"]}
+    cause = attribute.decide(mw3_flip(), diff, [exp("control"), exp("pin", {"anyio": "3.7.1"})])
+    assert cause["kind"] == "undetermined"
+    assert "exceptiongroup 1.1.3 is new" in cause["note"]
+
+
+def test_two_sufficient_pins_are_undetermined_and_a_joint_pin_is_dependencies():
+    diff = {**ANYIO_DIFF, "sniffio": ["1.2.0", "1.3.0"]}
+    both = [exp("control"), exp("pin", {"anyio": "3.7.1"}, "swallowed", "deviates", reverts=True),
+            exp("pin", {"sniffio": "1.2.0"}, "swallowed", "deviates", reverts=True)]
+    assert attribute.decide(mw3_flip(), diff, both)["kind"] == "undetermined"
+    joint = [exp("control"), exp("pin", {"anyio": "3.7.1"}), exp("pin", {"sniffio": "1.2.0"}),
+             exp("dependencies", {"anyio": "3.7.1", "sniffio": "1.2.0"}, "swallowed",
+                 "deviates", reverts=True)]
+    cause = attribute.decide(mw3_flip(), diff, joint)
+    assert cause["kind"] == "dependencies"
+    assert cause["packages"] == ["anyio", "sniffio"]
+
+
+def test_a_python_change_is_tried_and_can_be_the_cause():
+    flip = Flip("starlette", "starlette", "MW-1",
+                side("st-0.44.0_py3.8", "0.44.0", "a", python="3.8"),
+                side("st-0.45.0_py3.9", "0.45.0", "b", python="3.9"))
+    diff = {"starlette": ["0.44.0", "0.45.0"]}
+    assert attribute.decide(flip, diff, None)["kind"] == "unmeasured"  # the Python differs
+    runs = [exp("control", label="b"), exp("python", label="a", reverts=True, python="3.8")]
+    assert attribute.decide(flip, diff, runs)["kind"] == "python"
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def fake_runner(labels, calls):
+    """A cell runner that answers from ``labels``: pins (as a frozenset of requirements beyond
+    the framework) -> label, with an environment that honours the pins."""
+
+    def run(cell, install):
+        calls.append((cell["id"], cell.get("cutoff"), tuple(install)))
+        extra = frozenset(r for r in install if not r.startswith(("starlette==", "fastapi==")))
+        today = cell.get("cutoff") is None
+        label = labels["today-" + cell["starlette"]] if today else labels[extra]
+        packages = {"starlette": cell["starlette"], "anyio": "4.0.0", "idna": "3.4"}
+        if today:
+            packages["anyio"] = "4.5.2"
+        for req in extra:
+            name, version = req.split("==")
+            packages[name] = version
+        verdict = "deviates" if label == "swallowed" else "conforms"
+        from tests.unit.test_results import sample
+
+        data = sample(cell["id"])
+        data["cell"].update(kind="starlette", fastapi=None, starlette=cell["starlette"],
+                            python=cell["python"], cutoff=cell.get("cutoff"))
+        data["provenance"]["packages"] = packages
+        data["clauses"] = {"MW-3": {"verdict": verdict, "label": label, "tests": []}}
+        return data
+
+    return run
+
+
+def boundary():
+    before = stored("st-0.31.1_py3.8", starlette="0.31.1",
+                    packages={"starlette": "0.31.1", "anyio": "3.7.1", "idna": "3.4"},
+                    clauses={"MW-3": ["deviates", "swallowed"]})
+    after = stored("st-0.32.0_py3.8", starlette="0.32.0",
+                   packages={"starlette": "0.32.0", "anyio": "4.0.0", "idna": "3.4"},
+                   clauses={"MW-3": ["conforms", "propagated"]})
+    return {"st-0.31.1_py3.8": before, "st-0.32.0_py3.8": after}
+
+
+def test_measuring_a_pair_runs_control_pins_and_today_and_writes_only_to_scratch(tmp_path):
+    found = boundary()
+    flips, _ = attribute.find_flips(found, {})
+    calls: list = []
+    labels = {frozenset(): "propagated", frozenset({"anyio==3.7.1"}): "swallowed",
+              "today-0.31.1": "propagated", "today-0.32.0": "propagated"}
+    entries = attribute.measure_pair(flips, found["st-0.31.1_py3.8"], found["st-0.32.0_py3.8"],
+                                     run=fake_runner(labels, calls), jobs=1,
+                                     scratch=tmp_path / "scratch", log=lambda line: None)
+    entry = entries[flips[0].key]
+    assert entry["cause"]["kind"] == "dependency" and entry["cause"]["package"] == "anyio"
+    assert [(e["name"], e["pins"], e["reverts"]) for e in entry["experiments"]] == [
+        ("control", {}, False), ("pin", {"anyio": "3.7.1"}, True)]
+    # today's environment: both releases without the cutoff (the newest anyio they allow)
+    assert entry["today"]["from"]["packages"] == {"anyio": "4.5.2"}
+    assert entry["today"]["from"]["label"] == "propagated"
+    assert sorted(c[1] is None for c in calls) == [False, False, True, True]
+    assert ("st-0.32.0_py3.8", "2023-01-01T00:00:00Z",
+            ("starlette==0.32.0", "anyio==3.7.1")) in calls
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("st-*.json"))
+    assert written and all(p.parts[0] == "scratch" for p in written)
+    # the file: valid, sorted, and the same bytes for the same behaviour
+    doc = attribute.document(flips, {flips[0].key: ANYIO_LIKE(found)}, entries, None, "s1")
+    path = tmp_path / "attribution.json"
+    assert attribute.write(doc, path) is True
+    assert attribute.write(attribute.document(flips, {flips[0].key: ANYIO_LIKE(found)}, entries,
+                                              attribute.load(path), "s1"), path) is False
+    assert json.loads(path.read_text())["flips"][0]["cause"]["package"] == "anyio"
+
+
+def ANYIO_LIKE(found):  # noqa: N802 - reads as the diff it is
+    return attribute.package_diff(found["st-0.31.1_py3.8"]["provenance"]["packages"],
+                                  found["st-0.32.0_py3.8"]["provenance"]["packages"])
+
+
+def test_an_unmeasured_run_keeps_entries_that_still_describe_the_same_flip(tmp_path):
+    found = boundary()
+    flips, _ = attribute.find_flips(found, {})
+    diffs = {flips[0].key: ANYIO_LIKE(found)}
+    measured = {flips[0].key: {**attribute.base_entry(flips[0], diffs[flips[0].key]),
+                               "experiments": [exp("control")],
+                               "cause": {"kind": "framework", "package": "starlette",
+                                         "versions": ["0.31.1", "0.32.0"], "note": "n"}}}
+    first = attribute.document(flips, diffs, measured, None, "s1")
+    assert attribute.document(flips, diffs, {}, first, "s1") == first
+    # the later release's label changed since: the old attribution no longer applies
+    found["st-0.32.0_py3.8"]["clauses"]["MW-3"] = ["conforms", "propagated+logged"]
+    flips, _ = attribute.find_flips(found, {})
+    again = attribute.document(flips, diffs, {}, first, "s1")
+    assert again["flips"][0]["cause"]["kind"] == "unmeasured"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_an_unknown_clause_is_one_line_and_exit_2(capsys):
+    assert cli.main(["attribute", "--clause", "MW-99", "--list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bgmatrix attribute: unknown clause 'MW-99'; clause IDs look like MW-3 "
+                   "(see spec/)"]
+
+
+@pytest.mark.parametrize("argv", [["--line", "django"], ["--limit", "-1"], ["--limit", "x"]])
+def test_bad_options_are_one_line_and_exit_2(argv, capsys):
+    assert cli.main(["attribute", *argv, "--list"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": 1, "flips": "x"}'])
+def test_a_corrupt_attribution_file_is_one_line_and_exit_2(tmp_path, content, capsys):
+    out = tmp_path / "attribution.json"
+    out.write_text(content)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert cli.main(["attribute", "--results", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0]
+    assert out.read_text() == content  # nothing written over it
+    with pytest.raises(ReportError, match="attribution.json"):
+        site_attribution.clause_section("MW-3", path=out)
+
+
+def test_the_clause_page_table_names_each_flip_and_its_cause(tmp_path):
+    found = boundary()
+    flips, _ = attribute.find_flips(found, {})
+    diffs = {flips[0].key: ANYIO_LIKE(found)}
+    entry = {**attribute.base_entry(flips[0], diffs[flips[0].key]),
+             "experiments": [exp("control"),
+                             exp("pin", {"anyio": "3.7.1"}, "swallowed", "deviates",
+                                 reverts=True)],
+             "cause": attribute.decide(flips[0], diffs[flips[0].key],
+                                       [exp("control"), exp("pin", {"anyio": "3.7.1"},
+                                                            "swallowed", "deviates",
+                                                            reverts=True)])}
+    path = tmp_path / "attribution.json"
+    attribute.write(attribute.document(flips, diffs, {flips[0].key: entry}, None, "s1"), path)
+    lines = "\n".join(site_attribution.clause_section("MW-3", path=path))
+    assert "## Why the label changes" in lines
+    assert "0.31.1</a> → <a" in lines and "a dependency: anyio 3.7.1 → 4.0.0" in lines
+    assert site_attribution.clause_section("MW-1", path=path) == []
+    assert site_attribution.clause_section("MW-3", path=tmp_path / "none.json") == []
+
+
+# --------------------------------------------------------------------------- a real experiment
+
+
+@pytest.mark.live
+def test_the_starlette_0_32_0_boundary_follows_anyio_for_real(tmp_path):
+    """Starlette 0.31.1 and 0.32.0 as of their cutoffs, and 0.32.0 with anyio pinned to 0.31.1's
+    anyio: every clause whose label differs between the two releases reads as in 0.31.1 again
+    with the pin (the flip follows anyio, not Starlette), and the pin changes nothing else."""
+    from bgmatrix.plan import store
+    from bgmatrix.run import runner
+
+    cells = {c["id"]: c for c in store.load_cells()}
+    before, after = cells["st-0.31.1_py3.8"], cells["st-0.32.0_py3.8"]
+    a = runner.run_cell(before, install=runner.requirements(before), wire_mode=False)
+    b = runner.run_cell(after, install=runner.requirements(after), wire_mode=False)
+    assert a["state"] == b["state"] == "ok"
+    old = a["provenance"]["packages"]["anyio"]
+    assert (old, b["provenance"]["packages"]["anyio"]) == ("3.7.1", "4.0.0")
+    pinned = runner.run_cell(after, install=runner.requirements(after) + [f"anyio=={old}"],
+                             wire_mode=False)
+    assert pinned["provenance"]["packages"]["starlette"] == "0.32.0"
+
+    def outcomes(r):
+        return {c: (e["verdict"], e["label"]) for c, e in results.clause_entries(r).items()}
+
+    flipped = {c for c in outcomes(a) if outcomes(a)[c] != outcomes(b)[c]}
+    print(f"clauses that flip at 0.31.1 -> 0.32.0: {sorted(flipped) or 'none'}")
+    assert flipped, "no clause flips at this boundary: nothing to attribute"
+    assert outcomes(pinned) == outcomes(a)  # every flip comes back with anyio 3.7.1
