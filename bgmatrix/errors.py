@@ -25,7 +25,8 @@ and keeps its traceback.
     ├── ReportError                  the inputs cannot make a site             (bgmatrix.site.model)
     ├── PublishError                 --publish without a site URL or commit (bgmatrix.site.cite)
     ├── DecisionInputError           a decision input is unreadable  (bgmatrix.site.decision)
-    └── RegressionError              candidates/regression.json is broken (bgmatrix.site.regression)
+    ├── RegressionError              candidates/regression.json is broken (bgmatrix.site.regression)
+    └── AttributionError             matrix/attribution.json is broken     (bgmatrix.run.attribute)
 
 Classes are defined where they are raised (and stay importable there); the ones every layer
 shares are defined here. This module is stdlib-only and imports nothing from bgmatrix, so any
