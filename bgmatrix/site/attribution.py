@@ -27,8 +27,9 @@ def _read(path: str, stamp: int) -> dict[str, Any] | None:
     return read_checked(Path(path), "attribution", ReportError, "attribution file")
 
 
-def load(path: Path = ATTRIBUTION_PATH) -> dict[str, Any] | None:
+def load(path: Path | None = None) -> dict[str, Any] | None:
     """The attribution file (read once per version of it), or None if there is none."""
+    path = path or ATTRIBUTION_PATH
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:
@@ -64,8 +65,7 @@ def _today(entry: Mapping[str, Any]) -> Markup:
     return Markup("<br>Today's dependencies: ") + Markup("; ").join(parts)
 
 
-def clause_section(clause_id: str, root: str = "../",
-                   path: Path = ATTRIBUTION_PATH) -> list[str]:
+def clause_section(clause_id: str, root: str = "../", path: Path | None = None) -> list[str]:
     """``## Why the label changes``: one row per flip of the clause (from -> to, cause), or
     nothing when no flip of it is recorded."""
     doc = load(path)

@@ -11,7 +11,7 @@ import gzip
 import io
 import json
 
-from bgmatrix.site import model
+from bgmatrix.site import attribution, model
 from bgmatrix.site.markup import clean
 from bgmatrix.spec import ROOT
 
@@ -59,7 +59,22 @@ def matrix_json(snapshot: model.Snapshot) -> dict:
             for c in snapshot.clauses
         ],
         "cells": cells,
+        **flips(),
     }
+
+
+def flips() -> dict:
+    """``{"flips": [...]}``: each flip's measured cause (matrix/attribution.json), or nothing
+    when no attribution is recorded."""
+    doc = attribution.load()
+    if not doc:
+        return {}
+    return {"flips": [
+        {"clause": e["clause"], "line": e["line"], "series": e["series"],
+         "from_cell": e["from"]["cell"], "to_cell": e["to"]["cell"],
+         "from": e["from"]["version"], "to": e["to"]["version"], "cause": e["cause"]["kind"],
+         "cause_text": attribution.cause_text(e["cause"]), "note": e["cause"]["note"]}
+        for e in doc["flips"]]}
 
 
 def _cell(text: str) -> str:

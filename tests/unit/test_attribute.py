@@ -345,6 +345,31 @@ def test_the_clause_page_table_names_each_flip_and_its_cause(tmp_path):
     assert site_attribution.clause_section("MW-3", path=tmp_path / "none.json") == []
 
 
+def test_the_matrix_export_carries_each_flip_and_its_cause(tmp_path, monkeypatch):
+    import jsonschema
+
+    from bgmatrix.site import exports
+
+    found = boundary()
+    flips, _ = attribute.find_flips(found, {})
+    diffs = {flips[0].key: ANYIO_LIKE(found)}
+    path = tmp_path / "attribution.json"
+    attribute.write(attribute.document(flips, diffs, {}, None, "s1"), path)
+    monkeypatch.setattr(site_attribution, "ATTRIBUTION_PATH", path)
+    export = {"schema_version": 2, "snapshot": "x", "spec_version": "0.2.1", "clauses": [],
+              "cells": [], **exports.flips()}
+    assert export["flips"] == [{
+        "clause": "MW-3", "line": "starlette", "series": "starlette",
+        "from_cell": "st-0.31.1_py3.8", "to_cell": "st-0.32.0_py3.8", "from": "0.31.1",
+        "to": "0.32.0", "cause": "unmeasured", "cause_text": "not attributed yet",
+        "note": "not attributed yet: `bgmatrix attribute --clause MW-3 --line starlette` runs "
+                "the experiments"}]
+    schema = json.loads(exports.SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.validate(export, schema)
+    monkeypatch.setattr(site_attribution, "ATTRIBUTION_PATH", tmp_path / "none.json")
+    assert exports.flips() == {}
+
+
 # --------------------------------------------------------------------------- a real experiment
 
 
