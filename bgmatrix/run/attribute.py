@@ -30,6 +30,7 @@ import argparse
 import json
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -375,6 +376,47 @@ def write(doc: Mapping[str, Any], path: Path = ATTRIBUTION_PATH) -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------- framework files
+
+#: How many changed files an entry names (the count says how many there were in all).
+FILES_SHOWN = 25
+
+
+def package_files(package: str, version: str, folder: Path) -> dict[str, str]:
+    """``package==version``'s own files (no dependencies) by path, with their SHA-256,
+    installed with uv into ``folder`` (uv's cache usually holds it after a sweep)."""
+    import hashlib
+
+    from bgmatrix.run.env import run as run_tool
+    from bgmatrix.run.env import uv, uv_env
+
+    target = folder / f"{package}-{version}"
+    if not target.is_dir():
+        staging = folder / f".{package}-{version}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        rc, out = run_tool([uv(), "pip", "install", "-q", "--no-deps", "--python",
+                            sys.executable, "--target", str(staging),
+                            f"{package}=={version}"], 300, uv_env())
+        if rc:
+            raise AttributionError(f"{package}=={version} could not be installed to compare "
+                                   f"its files: {out.strip().splitlines()[-1:]}")
+        staging.rename(target)
+    top = normalise(package).replace("-", "_")
+    return {str(p.relative_to(target)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((target / top).rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def changed_files(package: str, old: str, new: str, folder: Path = SCRATCH_DIR / "files"
+                  ) -> dict[str, Any]:
+    """The files of ``package`` that differ between two releases (changed, added, removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    before, after = package_files(package, old, folder), package_files(package, new, folder)
+    changed = sorted(f for f in set(before) | set(after) if before.get(f) != after.get(f))
+    return {"package": package, "versions": [old, new], "total": len(changed),
+            "files": changed[:FILES_SHOWN]}
+
+
 # ---------------------------------------------------------------------------- measuring
 
 #: Runs one cell: (cell, install requirements) -> a result in the full form.
@@ -482,6 +524,24 @@ def measure_pair(flips: Sequence[Flip], before: Mapping[str, Any], after: Mappin
     return entries
 
 
+def add_framework_files(entries: Mapping[tuple, dict[str, Any]],
+                        log: Callable[[str], None] = print) -> None:
+    """Name, in each measured entry, the framework files that differ between its releases."""
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for entry in entries.values():
+        old, new = entry["differing"].get(entry["line"], [None, None])
+        if old is None or new is None:
+            continue
+        pair = (entry["line"], old, new)
+        if pair not in found:
+            try:
+                found[pair] = changed_files(*pair)
+            except AttributionError as exc:
+                log(f"  {exc}")
+                continue
+        entry["framework_files"] = found[pair]
+
+
 def _records(batch: Sequence[Experiment], flip: Flip,
              after_packages: Mapping[str, str]) -> list[dict[str, Any]]:
     return [experiment_record(e.name, e.pins, e.python, e.result or {}, flip.clause,
@@ -518,6 +578,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print the flips and what differs; run nothing, write nothing")
     p.add_argument("--no-today", action="store_true",
                    help="skip today's environment for dependency-caused flips")
+    p.add_argument("--no-files", action="store_true",
+                   help="do not name the framework files that changed at each flip")
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--results", default=str(results.RESULTS_DIR))
     p.add_argument("--out", default=str(ATTRIBUTION_PATH))
@@ -589,6 +651,8 @@ def command(args: argparse.Namespace) -> int:
             every = [f for f in flips if (f.before.cell, f.after.cell) == (a, b)]
             measured.update(measure_pair(every, stored[a], stored[b], jobs=args.jobs,
                                          today=not args.no_today))
+        if not args.no_files:
+            add_framework_files(measured, log=print)
     finally:  # Ctrl-C keeps what was measured
         doc = document(flips, diffs, measured, previous,
                        next(iter(suite_hashes)) if len(suite_hashes) == 1 else None)

@@ -65,6 +65,16 @@ def _today(entry: Mapping[str, Any]) -> Markup:
     return Markup("<br>Today's dependencies: ") + Markup("; ").join(parts)
 
 
+def _files(entry: Mapping[str, Any]) -> Markup:
+    files = entry.get("framework_files")
+    if not files:
+        return Markup("")
+    more = files["total"] - len(files["files"])
+    shown = Markup(", ").join(code(f) for f in files["files"]) or text("none")
+    return Markup("<br>{} files changed ({}): {}{}").format(
+        files["package"], files["total"], shown, f" and {more} more" if more else "")
+
+
 def clause_section(clause_id: str, root: str = "../", path: Path | None = None) -> list[str]:
     """``## Why the label changes``: one row per flip of the clause (from -> to, cause), or
     nothing when no flip of it is recorded."""
@@ -82,7 +92,7 @@ def clause_section(clause_id: str, root: str = "../", path: Path | None = None) 
         labels = Markup("{} → {}").format(code(e["from"]["label"]), code(e["to"]["label"]))
         cause = Markup("<strong>{}</strong><br>{}").format(cause_text(e["cause"]),
                                                           text(e["cause"]["note"]))
-        rows.append([text(line), change, labels, cause + _today(e)])
+        rows.append([text(line), change, labels, cause + _files(e) + _today(e)])
     return ["## Why the label changes", "",
             "Measured by `bgmatrix attribute`: the later release re-run with one differing "
             "dependency at the earlier release's version at a time; the package whose pin "

@@ -294,6 +294,34 @@ def test_an_unmeasured_run_keeps_entries_that_still_describe_the_same_flip(tmp_p
     assert again["flips"][0]["cause"]["kind"] == "unmeasured"
 
 
+def test_measured_entries_name_the_framework_files_that_changed(monkeypatch):
+    asked = []
+
+    def changed_files(package, old, new):
+        asked.append((package, old, new))
+        return {"package": package, "versions": [old, new], "total": 1,
+                "files": ["starlette/responses.py"]}
+
+    monkeypatch.setattr(attribute, "changed_files", changed_files)
+    entries = {("a", "b", "MW-1"): {"line": "starlette", "differing": ANYIO_DIFF},
+               ("a", "b", "MW-3"): {"line": "starlette", "differing": ANYIO_DIFF},
+               ("c", "d", "MW-3"): {"line": "starlette", "differing": {"anyio": ["1", "2"]}}}
+    attribute.add_framework_files(entries, log=lambda line: None)
+    assert asked == [("starlette", "0.31.1", "0.32.0")]  # once per pair of releases
+    assert entries[("a", "b", "MW-3")]["framework_files"]["files"] == ["starlette/responses.py"]
+    assert "framework_files" not in entries[("c", "d", "MW-3")]
+
+
+@pytest.mark.live
+def test_changed_files_compares_two_releases_of_the_framework(tmp_path):
+    """Starlette's middleware/base.py is the same file in 0.31.1 and 0.32.0 (the review's
+    finding), and differs in 0.46.0 (PR #2812)."""
+    same = attribute.changed_files("starlette", "0.31.1", "0.32.0", tmp_path)
+    assert same["total"] >= 1 and "starlette/middleware/base.py" not in same["files"]
+    fixed = attribute.changed_files("starlette", "0.45.3", "0.46.0", tmp_path)
+    assert "starlette/middleware/base.py" in fixed["files"]
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -341,6 +369,7 @@ def test_the_clause_page_table_names_each_flip_and_its_cause(tmp_path):
     lines = "\n".join(site_attribution.clause_section("MW-3", path=path))
     assert "## Why the label changes" in lines
     assert "0.31.1</a> → <a" in lines and "a dependency: anyio 3.7.1 → 4.0.0" in lines
+    assert "files changed" not in lines  # none recorded for this entry
     assert site_attribution.clause_section("MW-1", path=path) == []
     assert site_attribution.clause_section("MW-3", path=tmp_path / "none.json") == []
 
