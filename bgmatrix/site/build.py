@@ -147,10 +147,12 @@ def generate(
     write(out / "releases" / "index.json", json.dumps(releases.index_data(snapshot, "../")))
     for version in releases.releases(snapshot):
         page(releases.page_name(version), releases.release_page(snapshot, version))
-    write(out / "js" / "cite-heads.js", cell_pages.cite_heads_script(snapshot))
+    cite_data = cell_pages.CiteData.of(snapshot)
+    write(out / cell_pages.CITE_DATA_SCRIPT, cite_data.script())
     page("cells/index.md", cell_pages.cells_index(snapshot))
     for result in snapshot.cells():
-        page(f"cells/{result['cell']['id']}.md", cell_pages.cell_page(snapshot, result))
+        page(f"cells/{result['cell']['id']}.md",
+             cell_pages.cell_page(snapshot, result, cite_data))
     for name in ("index", *spec.CHAPTERS):
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))

@@ -268,25 +268,35 @@ def clause_markdown(snapshot: model.Snapshot, clause_id: str) -> str:
 
 
 def cell_markdown(snapshot: model.Snapshot, clause_id: str, cell_id: str) -> str:
-    clause = snapshot.clause_by_id[clause_id]
-    result = snapshot.results[cell_id]
-    cell = result["cell"]
-    out = model.outcome(result, clause_id)
-    kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
-    same = ""
-    if cell["kind"] != "candidate":
-        version = cell["starlette"] if kind == "starlette" else cell["fastapi"]
-        for run in snapshot.timeline(clause_id, kind).runs:
-            if version in run.releases and len(run.releases) > 1 and run.measured:
-                same = f"; same behaviour in {span_text(snapshot, run, kind)}"
+    cell = snapshot.results[cell_id]["cell"]
     return _quote(
         [
-            clause_line(snapshot, clause.id),
-            f"{cell_title(cell)}: {describe((out,))}{same}.",
-            f"{snapshot_line(snapshot)} · [cell page]({cell_url(cell['id'], snapshot)}) · "
-            f"[raw result]({raw_result_url(cell['id'], snapshot)})",
+            clause_line(snapshot, clause_id),
+            f"{cell_title(cell)}: {cell_outcome_text(snapshot, clause_id, cell_id)}",
+            cell_source_line(snapshot, cell_id),
         ]
     )
+
+
+def cell_outcome_text(snapshot: model.Snapshot, clause_id: str, cell_id: str) -> str:
+    """What a cell citation says the cell did: ```drop` (deviates); same behaviour in
+    FastAPI 0.10.0 – 0.165.0.``, the second line after the cell's title."""
+    result = snapshot.results[cell_id]
+    cell = result["cell"]
+    same = ""
+    if cell["kind"] != "candidate":
+        kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
+        version = cell["starlette"] if kind == "starlette" else cell["fastapi"]
+        run = snapshot.timeline(clause_id, kind).run_of(version)
+        if run is not None and len(run.releases) > 1 and run.measured:
+            same = f"; same behaviour in {span_text(snapshot, run, kind)}"
+    return f"{describe((model.outcome(result, clause_id),))}{same}."
+
+
+def cell_source_line(snapshot: model.Snapshot, cell_id: str) -> str:
+    """A cell citation's last line: the snapshot, the cell page and the raw result."""
+    return (f"{snapshot_line(snapshot)} · [cell page]({cell_url(cell_id, snapshot)}) · "
+            f"[raw result]({raw_result_url(cell_id, snapshot)})")
 
 
 def clause_line(snapshot: model.Snapshot, clause_id: str) -> str:
@@ -298,7 +308,7 @@ def clause_line(snapshot: model.Snapshot, clause_id: str) -> str:
 
 def cell_citation_heads(snapshot: model.Snapshot) -> dict[str, str]:
     """Every clause's first line of a cell citation, exactly as ``cell_markdown`` writes it:
-    the same on every cell page of a snapshot, so the site ships it once (js/cite-heads.js)."""
+    the same on every cell page of a snapshot, so the site ships it once (js/cite-data.js)."""
     return {c.id: _quote([clause_line(snapshot, c.id), ""]).split("\n")[0]
             for c in snapshot.clauses}
 

@@ -160,6 +160,14 @@ class Timeline:
     #: releases where the outcome returned to one seen before a different measured outcome
     flips: list[tuple[str, tuple[Outcome, ...]]] = field(default_factory=list)
 
+    def run_of(self, release: str) -> Run | None:
+        """The run a release belongs to (runs never share a release)."""
+        return self._run_by_release.get(release)
+
+    @cached_property
+    def _run_by_release(self) -> dict[str, Run]:
+        return {release: run for run in self.runs for release in run.releases}
+
     @property
     def first_change(self) -> tuple[Run, Run] | None:
         """(before, after) at the first release whose measured outcome differs."""

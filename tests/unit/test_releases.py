@@ -162,29 +162,31 @@ def test_a_cell_page_opens_with_what_is_notable_and_can_cite_any_clause():
     assert 'href="../releases/0.106.0.html"' in notable
     assert "LIFE&#45;1" in notable and "unlike FastAPI 0.105.0 and 0.118.0" in notable
     assert "ATTACH&#45;1<" not in notable  # the same in the neighbours: not notable
-    data = json.loads(re.search(r'id="bgm-cite-data">(.*?)</script>', text).group(1))
-    assert 'id="bgm-cite-clause"' in text and "LIFE-1" in data
+    page = json.loads(re.search(r'id="bgm-cite-data">(.*?)</script>', text).group(1))
+    shared = cell_pages.CiteData.of(snapshot)
+    assert 'id="bgm-cite-clause"' in text and page["c"] == shared.cells[result["cell"]["id"]]
     # every clause the cell measured can be cited, in spec order, with its verdict
     measured = [c.id for c in snapshot.clauses if c.id in result["clauses"] and not (
         result["clauses"][c.id]["verdict"] == "n/a" and not result["clauses"][c.id]["tests"])]
-    assert list(data) == measured and len(measured) > 5
-    assert all(data[c][0] == result["clauses"][c]["verdict"] for c in measured)
+    citable = [cid for cid, k in zip(shared.clauses, page["c"]) if k >= 0]
+    assert citable == measured and len(measured) > 5 and "LIFE-1" in citable
+    assert shared.clauses == [c.id for c in snapshot.clauses]
     default = cite.default_clause(snapshot, result)
     assert f'<option value="{default}" selected>' in text  # the page's own; js adds the rest
-    # each change is None for the cited clause, else lines as [p, s, middle] against the
-    # default's (js/releases.js), the first line from js/cite-heads.js unless given
+    # js/releases.js's citation: the shared first line, the page's start of the second line
+    # and the clause's shared outcome text, the last line of the page's own citation
     cell_id = result["cell"]["id"]
-    base = cite.cell_markdown(snapshot, default, cell_id)
-    heads = cite.cell_citation_heads(snapshot)
-    for cid, (_, diff) in data.items():
-        assert (diff is None) == (cid == default)
-        lines = base.split("\n")
-        if diff is not None and "0" not in diff:
-            lines[0] = heads[cid]
-        for i, (keep_start, keep_end, middle) in (diff or {}).items():
-            was = lines[int(i)]
-            lines[int(i)] = was[:keep_start] + middle + was[len(was) - keep_end:]
-        assert "\n".join(lines) == cite.cell_markdown(snapshot, cid, cell_id)
+    base = cite.cell_markdown(snapshot, default, cell_id).split("\n")
+    for i, cid in enumerate(shared.clauses):
+        if page["c"][i] < 0:
+            continue
+        verdict, outcome = shared.texts[i][page["c"][i]]
+        assert verdict == result["clauses"][cid]["verdict"]
+        written = "\n".join([shared.heads[i], page["p"] + outcome + " \\", base[2]])
+        assert written == cite.cell_markdown(snapshot, cid, cell_id)
+        assert shared.citation(snapshot, cell_id, cid) == written
+    script = shared.script()
+    assert script.startswith("/*") and "window.bgmCite = " in script and "<" not in script[2:]
 
 
 def test_ranges_are_runs_of_consecutive_releases():

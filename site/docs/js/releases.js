@@ -1,7 +1,8 @@
 /* "Is my version affected?" (the home page's version box), the wall's clause switch, the
  * release pages' Starlette filter and the cell pages' citation clause picker. Plain script,
- * no third-party code: every datum it reads is embedded in the page as JSON, so it works
- * offline and from disk. */
+ * no third-party code: every datum it reads is embedded in the page as JSON or, for the
+ * citation picker, in a script file of the site's own that sets a global (js/cite-data.js,
+ * no fetch), so it works offline and from disk. */
 (function () {
   "use strict";
 
@@ -209,42 +210,39 @@
 
   function citePicker() {
     var select = document.getElementById("bgm-cite-clause");
-    var data = json("bgm-cite-data");
+    var page = json("bgm-cite-data");
+    var shared = window.bgmCite; /* js/cite-data.js, loaded by the cell pages' template */
     var target = document.getElementById("bgm-cite-text");
-    if (!select || !data || !target) {
+    if (!select || !page || !shared || !target) {
       return;
     }
     var base = target.textContent, chosen = select.value;
-    /* The page carries the cited clause's option only; the others come from the data, in
-     * spec order: [verdict, change from the default citation] per clause. */
+    /* A citation is three lines: the clause's own (shared.heads), "<page.p><outcome text> \"
+     * with the clause's outcome text shared.texts[clause][page.c[clause]] = [verdict, text],
+     * and the cell's last line, the same for every clause (the page's own citation has it).
+     * The page carries the cited clause's option only; the others come from the data, in
+     * spec order (an index of -1: the cell has nothing to cite for that clause). */
     while (select.firstChild) {
       select.removeChild(select.firstChild);
     }
-    Object.keys(data).forEach(function (cid) {
-      var option = el("option", cid + " \u00b7 " + data[cid][0], {value: cid});
+    shared.clauses.forEach(function (cid, i) {
+      var k = page.c[i];
+      if (k === undefined || k < 0) {
+        return;
+      }
+      var option = el("option", cid + " \u00b7 " + shared.texts[i][k][0], {value: cid});
       option.selected = cid === chosen;
       select.appendChild(option);
     });
     select.addEventListener("change", function () {
-      var diff = data[select.value] && data[select.value][1];
-      if (!diff) {
+      var i = shared.clauses.indexOf(select.value);
+      if (select.value === chosen || i < 0) {
         target.textContent = base;
         return;
       }
-      if (diff["*"] !== undefined) {
-        target.textContent = diff["*"];
-        return;
-      }
       var lines = base.split("\n");
-      var heads = window.bgmCiteHeads || {};
-      if (diff["0"] === undefined && heads[select.value]) {
-        lines[0] = heads[select.value]; /* the clause's own first line, shipped once */
-      }
-      Object.keys(diff).forEach(function (i) {
-        /* [p, s, middle]: the line's first p and last s characters are the default's */
-        var was = lines[parseInt(i, 10)], d = diff[i];
-        lines[parseInt(i, 10)] = was.slice(0, d[0]) + d[2] + was.slice(was.length - d[1]);
-      });
+      lines[0] = shared.heads[i];
+      lines[1] = page.p + shared.texts[i][page.c[i]][1] + " \\";
       target.textContent = lines.join("\n");
     });
   }
