@@ -951,3 +951,19 @@ def test_compact_page_keeps_preformatted_text_and_scripts_as_they_are():
     assert build.compact_page(page) == (
         '<div>\n<p>a\nb</p>\n<pre class="x">  keep\n    this</pre>\n'
         '<script>var a = 1;\n    a += 1</script>\n<TEXTAREA>\n  t</TEXTAREA>\n</div>\n')
+
+
+def test_compact_page_drops_the_references_only_markdown_needed():
+    """After Markdown, ``ATTACH&#45;3`` is written ``ATTACH-3``: the same text to a browser.
+    What HTML itself reads (``& < > " '``, line breaks) stays a reference, and scripts are
+    left as they are."""
+    evidence = 'ATTACH-3 `x` *y* _z_ [a](b) {c} #d +e !f |g ~h \\i <j> & "k" \'l\'\nm'
+    escaped = esc(evidence)
+    page = (f'<p title="{escaped}">{escaped}</p><pre>{escaped}</pre>'
+            f'<script type="application/json">{{"a": "&#45;"}}</script>')
+    out = build.compact_page(page)
+    plain = 'ATTACH-3 `x` *y* _z_ [a](b) {c} #d +e !f |g ~h \\i'
+    assert out.count(plain) == 3 and "&#45;" in out.split("<script")[1]
+    assert out.count("&#60;j&#62; &#38; &#34;k&#34; &#39;l&#39;&#10;m") == 3
+    # What a browser reads is unchanged, text and attribute alike.
+    assert html.unescape(out.split("<script")[0]) == html.unescape(page.split("<script")[0])
