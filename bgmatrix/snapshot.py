@@ -16,21 +16,31 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bgmatrix import __version__, files
+from bgmatrix import __version__, evidence, files, paths, results
 from bgmatrix.results import RESULTS_DIR, ResultError, load_all, write_text_atomic
 
 HASH_LENGTH = 7  # as short as git's own abbreviations: enough for a few thousand snapshots
 RUN_RECORD = "run.json"
 
 
-def content_hash(found: Mapping[str, Any]) -> str:
+def content_hash(found: Mapping[str, Any], stored: Mapping[str, str] | None = None) -> str:
     """SHA-256 over each result's canonical JSON in cell-id order (full form: sorted keys,
-    ASCII, compact), so it depends on neither file order, formatting nor folder."""
+    ASCII, compact), so it depends on neither file order, formatting nor folder.
+
+    ``stored``, when the caller has it, maps every cell id of ``found`` to the SHA-256 of the
+    stored file it was read from: then the hash is looked up in a cache (:func:`_cached`)."""
+    if stored is not None and stored.keys() == found.keys():
+        return _cached(found, stored)
+    return _content_hash(found)
+
+
+def _content_hash(found: Mapping[str, Any]) -> str:
     digest = hashlib.sha256()
     for cid in sorted(found):
         canonical = json.dumps(found[cid], sort_keys=True, ensure_ascii=True,
@@ -41,10 +51,63 @@ def content_hash(found: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def snapshot_id_of(found: Mapping[str, Any], run: Mapping[str, Any] | None = None) -> str:
-    """``<date of the run record>-<7 hex of the content hash>``; ``undated`` without one."""
+#: Content hashes remembered (the newest first), each under the key of the files it was
+#: computed from; a handful covers switching between branches.
+CACHE_ENTRIES = 8
+
+
+def _cache_path() -> Path:
+    return paths.WORK_DIR / "report" / "content-hashes.json"
+
+
+def _code_key() -> bytes:
+    """What turns stored files into the full form, and the hash's own definition: this
+    module, results.py and evidence.py. An edit to any of them is a new cache."""
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], results, evidence):
+        h.update(Path(module.__file__ or "").read_bytes())
+    return h.digest()
+
+
+def _cached(found: Mapping[str, Any], stored: Mapping[str, str]) -> str:
+    """The content hash of results read from files whose bytes had the digests ``stored``.
+
+    The full form of a result is a function of its stored file's bytes: every evidence object
+    it names is named by the hash of its content and checked against it on every read. So
+    the same file digests (and the same reading code) give the same content hash, and the
+    hash over the whole canonical form (3.6 s on the full matrix, most of the report's
+    reading) is computed only when some file changed. The cache lives in the git-ignored
+    work folder; one that cannot be read or written only costs that time."""
+    h = hashlib.sha256(_code_key())
+    for cid in sorted(stored):
+        h.update(f"{cid}\0{stored[cid]}\0".encode("utf-8", "surrogateescape"))
+    key = h.hexdigest()
+    path = _cache_path()
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    value = known.get(key)
+    if isinstance(value, str) and len(value) == 64:
+        return value
+    value = _content_hash(found)
+    kept = {key: value, **{k: v for k, v in known.items() if k != key}}
+    try:
+        write_text_atomic(path, json.dumps(dict(list(kept.items())[:CACHE_ENTRIES]),
+                                           indent=1) + "\n")
+    except OSError:
+        pass
+    return value
+
+
+def snapshot_id_of(found: Mapping[str, Any], run: Mapping[str, Any] | None = None,
+                   stored: Mapping[str, str] | None = None) -> str:
+    """``<date of the run record>-<7 hex of the content hash>``; ``undated`` without one.
+    ``stored``: see :func:`content_hash`."""
     date = (run or {}).get("date") or "undated"
-    return f"{date}-{content_hash(found)[:HASH_LENGTH]}"
+    return f"{date}-{content_hash(found, stored)[:HASH_LENGTH]}"
 
 
 def snapshot_id(results_dir: Path = RESULTS_DIR) -> str:

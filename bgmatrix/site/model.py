@@ -187,6 +187,9 @@ class Snapshot:
     plan: dict
     spec_version: str
     run: dict | None = None  # the results folder's run record: the snapshot's date
+    #: cell id -> SHA-256 of the stored file each result was read from (``load_results``),
+    #: when known: the snapshot id is then looked up instead of hashed (``snapshot.content_hash``)
+    stored: dict[str, str] | None = field(default=None, repr=False)
     # Memos: every page asks for the same few timelines; results never change once loaded.
     _by_release: dict[str, dict[str, list[Result]]] = field(default_factory=dict, repr=False)
     _timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict, repr=False)
@@ -197,7 +200,7 @@ class Snapshot:
 
     @cached_property
     def id(self) -> str:
-        return snapshot_id_of(self.results, self.run)
+        return snapshot_id_of(self.results, self.run, self.stored)
 
     @cached_property
     def _ordered(self) -> list[Result]:
@@ -338,14 +341,16 @@ def _validated_cache() -> Path:
 
 
 def load_results(
-    folder: Path, use_cache: bool = True
+    folder: Path, use_cache: bool = True, stored: dict[str, str] | None = None
 ) -> tuple[dict[str, results.Result], list[str]]:
     """``results.load_all``, remembering which exact file contents passed validation.
 
     Schema validation is most of the cost of reading a full matrix, and a result file rarely
     changes once committed. A file whose bytes (by SHA-256) passed against the same schema
     before is parsed without validating again; any other file goes through ``results.load``,
-    so every error reads exactly as it would there.
+    so every error reads exactly as it would there. Each file is read once: its digest and
+    its result come from the same bytes, even while a sweep rewrites the folder. ``stored``,
+    when given, receives each loaded result's digest by cell id (for ``Snapshot.stored``).
     """
     cache = _validated_cache()
     schema_key = schemas.fingerprint("result")
@@ -367,21 +372,26 @@ def load_results(
     store.trust(trusted)
     for path in results.result_paths(folder):
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            data: bytes | None = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()  # type: ignore[arg-type]
         except OSError:
-            digest = ""
+            data, digest = None, ""
         if digest and digest in known:
-            data = json.loads(path.read_bytes())
-            if data["cell"]["id"] == path.stem:
+            stored_form = json.loads(data)  # type: ignore[arg-type]
+            if stored_form["cell"]["id"] == path.stem:
                 try:
-                    found[path.stem] = results.expand(data, store, str(path))
+                    found[path.stem] = results.expand(stored_form, store, str(path))
+                    if stored is not None:
+                        stored[path.stem] = digest
                 except results.ResultError as exc:
                     errors.append(str(exc))
                 passed.add(digest)
                 continue
         try:
-            found[path.stem] = results.load(path, store)
+            found[path.stem] = results.load(path, store, data=data)
             passed.add(digest)
+            if stored is not None and digest:
+                stored[path.stem] = digest
         except results.ResultError as exc:
             errors.append(str(exc))
     if use_cache and (passed - known or store.checked - trusted):
@@ -405,7 +415,8 @@ def load_snapshot(
         # A mistyped --results must not publish an empty site over the real one.
         what = "not a folder" if results_dir.exists() else "no such folder"
         raise ReportError(f"{results_dir}: {what}")
-    found, errors = load_results(results_dir, use_cache)
+    stored: dict[str, str] = {}
+    found, errors = load_results(results_dir, use_cache, stored)
     plan = load_plan(plan_path)
     errors += plan_contradictions(found, plan, results_dir)
     if errors:
@@ -422,7 +433,7 @@ def load_snapshot(
         run = read_run(results_dir)
     except results.ResultError as exc:
         raise ReportError(str(exc)) from None
-    return Snapshot(clauses, found, plan, version, run)
+    return Snapshot(clauses, found, plan, version, run, stored=stored)
 
 
 _PLANNED_KEYS = ("kind", "fastapi", "starlette", "python", "cutoff")

@@ -305,6 +305,40 @@ def test_snapshot_id_names_the_content(tmp_path):
         snapshot_id_of(found)
 
 
+def test_a_cached_snapshot_id_is_the_computed_one_and_a_changed_file_changes_it(
+        tmp_path, monkeypatch):
+    """The report looks the content hash up by its files' digests (.bgmatrix/report/): the id
+    it finds is the one computed from the full results, on a miss and on a hit alike, and a
+    result file whose bytes change gives a new, correct id."""
+    from bgmatrix import snapshot
+
+    found = synthetic_results(limit=4)
+    folder = write_results(tmp_path / "results", found)
+    computed = []
+    real = snapshot._content_hash
+    monkeypatch.setattr(snapshot, "_content_hash",
+                        lambda f: computed.append(len(f)) or real(f))
+    first = model.load_snapshot(folder).id  # a miss: computed, then remembered
+    assert first == snapshot_id_of(found, read_run(folder)) == snapshot_id(folder)
+    assert computed and (tmp_path / "work" / "report" / "content-hashes.json").is_file()
+    computed.clear()
+    again = model.load_snapshot(folder)
+    assert again.stored and again.id == first and computed == []  # a hit: nothing hashed
+    # An uncached id of the same results agrees (no digests: computed from the content).
+    assert snapshot.content_hash(again.results) == snapshot.content_hash(
+        again.results, again.stored)
+    cid = sorted(found)[0]
+    edited = copy.deepcopy(found[cid])
+    edited["clauses"]["ATTACH-3"]["label"] = "relabelled"
+    results.write(folder / f"{cid}.json", edited)
+    changed = model.load_snapshot(folder)
+    assert changed.id != first and computed  # a miss again
+    assert changed.id == snapshot_id_of({**found, cid: edited}, read_run(folder))
+    # A cache file that cannot be read costs the hash, nothing else.
+    (tmp_path / "work" / "report" / "content-hashes.json").write_text("{not json")
+    assert model.load_snapshot(folder).id == changed.id
+
+
 def test_matrix_words_read_without_a_legend():
     word = matrix.short_word
     assert word("deviates", "drop") == "drop"
