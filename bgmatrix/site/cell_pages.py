@@ -27,7 +27,7 @@ from bgmatrix.site.render import (
     SEARCH_EXCLUDED,
     cell_href,
     citation_block,
-    clause_href,
+    clause_link,
     link,
     outcome_html,
     part,
@@ -191,7 +191,7 @@ def cell_page(snapshot: model.Snapshot, result: Result, cite_data: CiteData | No
         if entry["verdict"] == "conforms" and not (entry["tests"]
                                                     and entry["tests"][0] in test_ids):
             # What the spec requires, so one short item each; the table keeps the rest.
-            conforming.append(link(clause_href(root, clause.id), clause.id) + " "
+            conforming.append(clause_link(root, clause.id) + " "
                               + text(entry["label"], 120))
             continue
         # The first test links to the evidence; the others follow it on the page.
@@ -202,13 +202,13 @@ def cell_page(snapshot: model.Snapshot, result: Result, cite_data: CiteData | No
             tests = link(f"#t-{test_ids[first]}", name) if first in test_ids else name
             if len(entry["tests"]) > 1:
                 tests += f" and {len(entry['tests']) - 1} more"
-        rows.append(_verdict_row(link(clause_href(root, clause.id), clause.id)
+        rows.append(_verdict_row(clause_link(root, clause.id)
                                  + " " + text(clause.keyword), entry, tests))
     for cid in sorted(set(result["clauses"]) - set(snapshot.clause_by_id)):
         rows.append(_verdict_row(text(f"{cid} (not in this spec)"), result["clauses"][cid],
                                  Markup("")))
     for reason, ids in untested.items():
-        names = Markup(", ").join(link(clause_href(root, c), c) for c in ids)
+        names = Markup(", ").join(clause_link(root, c) for c in ids)
         rows.append(_verdict_row(names, {"verdict": "n/a", "label": "n/a", "reason": reason},
                                  Markup("")))
     if rows:
@@ -227,7 +227,7 @@ def cell_page(snapshot: model.Snapshot, result: Result, cite_data: CiteData | No
         "The record of each test behind {} and of any test that did not finish normally, "
         "up to {:,} characters each. The raw result keeps every record{}; "
         "<code>bgmatrix show {} --evidence</code> prints them all, uncut.").format(
-            link(clause_href(root, clause_id), clause_id), TEST_LIMIT,
+            clause_link(root, clause_id), TEST_LIMIT,
             Markup(", the other {} included").format(rest) if rest else "",
             text(cell["id"], 200)))))
     if shown:
@@ -290,7 +290,7 @@ def notable_items(snapshot: model.Snapshot, result: Mapping[str, Any]) -> list[M
     if found:
         version = result["cell"]["fastapi"]
         items.append(Markup("Hazards of this release: {} — {}.").format(
-            Markup(", ").join(link(clause_href(root, f.hazard.clause), f.hazard.clause)
+            Markup(", ").join(clause_link(root, f.hazard.clause)
                               for f in found),
             link(releases.page_href(root, version), "what they mean and the safe patterns")))
     kind, around = _neighbours(snapshot, result)
@@ -311,7 +311,7 @@ def notable_items(snapshot: model.Snapshot, result: Mapping[str, Any]) -> list[M
     changes.sort(key=lambda c: c[0])  # deviations first
     for _, cid, mine, differ in changes[:NOTABLE_LIMIT]:
         items.append(Markup("{} {}, unlike {} {}.").format(
-            link(clause_href(root, cid), cid), outcome_html(mine), name,
+            clause_link(root, cid), outcome_html(mine), name,
             " and ".join(differ)))
     if len(changes) > NOTABLE_LIMIT:
         items.append(Markup(f"… and {len(changes) - NOTABLE_LIMIT} more changes from the "
@@ -417,7 +417,7 @@ def wire_section(root: str, result: Result) -> list[str]:
         mine: Mapping[str, Any] = result["clauses"].get(cid, {})
         flag = (f"disagree ({differ[cid].get('kind', '')})" if cid in differ
                 else "agree" if mine.get("verdict") == entry["verdict"] else "—")
-        rows.append([link(clause_href(root, cid), cid),
+        rows.append([clause_link(root, cid),
                      text(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
                      text(f"{entry['verdict']} · {entry['label']}", 200), flag])
     if rows:
