@@ -426,5 +426,8 @@ def test_the_starlette_0_32_0_boundary_follows_anyio_for_real(tmp_path):
 
     flipped = {c for c in outcomes(a) if outcomes(a)[c] != outcomes(b)[c]}
     print(f"clauses that flip at 0.31.1 -> 0.32.0: {sorted(flipped) or 'none'}")
+    for clause in sorted(flipped):
+        print(f"  {clause}: 0.31.1 {outcomes(a)[clause]}\n    0.32.0 {outcomes(b)[clause]}\n"
+              f"    0.32.0 + anyio=={old} {outcomes(pinned)[clause]}")
     assert flipped, "no clause flips at this boundary: nothing to attribute"
     assert outcomes(pinned) == outcomes(a)  # every flip comes back with anyio 3.7.1
