@@ -27,6 +27,7 @@ not measured in a run keep their entry when it still describes the same flip.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
@@ -193,7 +194,8 @@ def pinnable(diff: Mapping[str, Sequence[Optional[str]]], framework: str
         if name == framework:
             continue
         if old is None:
-            not_pinned[name] = f"{name} {new} is new in the later environment (nothing to pin)"
+            not_pinned[name] = (f"{name} {new} is new in the later environment (nothing to pin "
+                                f"it to)")
         elif new is None:
             not_pinned[name] = f"{name} {old} is absent from the later environment"
         else:
@@ -271,12 +273,19 @@ def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
     if not same_python and not any(e["name"] == "python" and e.get("state") == "ok"
                                    for e in singles):
         gaps.append(f"Python {flip.before.python} -> {flip.after.python} was not tried")
+    if gaps and not tried_any(singles, joint):
+        return {"kind": "undetermined", "note": "no experiment can separate the framework from "
+                "its environment here: " + "; ".join(gaps)}
     if gaps:
         return {"kind": "undetermined", "note": f"tried {tried}; none brought back the earlier "
                 "label, and " + "; ".join(gaps)}
     return {"kind": "framework", "package": framework, "versions": versions,
             "note": f"no dependency pinned to the earlier version ({tried}) brings back the "
             "earlier label"}
+
+
+def tried_any(singles: Sequence[Mapping[str, Any]], joint: Mapping[str, Any] | None) -> bool:
+    return bool(singles) or joint is not None
 
 
 def _what(experiment: Mapping[str, Any]) -> str:
@@ -385,8 +394,6 @@ FILES_SHOWN = 25
 def package_files(package: str, version: str, folder: Path) -> dict[str, str]:
     """``package==version``'s own files (no dependencies) by path, with their SHA-256,
     installed with uv into ``folder`` (uv's cache usually holds it after a sweep)."""
-    import hashlib
-
     from bgmatrix.run.env import run as run_tool
     from bgmatrix.run.env import uv, uv_env
 
@@ -445,6 +452,8 @@ class Experiment:
     @property
     def slug(self) -> str:
         pins = "+".join(f"{k}-{v}" for k, v in sorted(self.pins.items()))
+        if len(pins) > 80:  # a joint pin of many packages: a folder name has 255 bytes
+            pins = f"{len(self.pins)}-pins-" + hashlib.sha256(pins.encode()).hexdigest()[:12]
         extra = f"-py{self.python}" if self.python else ""
         return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.name}{extra}{'-' + pins if pins else ''}"
                       f"-{self.cell['id']}")

@@ -322,6 +322,12 @@ def test_changed_files_compares_two_releases_of_the_framework(tmp_path):
     assert "starlette/middleware/base.py" in fixed["files"]
 
 
+def test_a_joint_pin_of_many_packages_has_a_short_folder_name():
+    pins = {f"package-number-{i}": f"{i}.0.0" for i in range(30)}
+    slug = attribute.Experiment("dependencies", {"id": "fa-0.111.1_st-0.37.2_py3.8"}, pins).slug
+    assert len(slug) < 120 and slug.startswith("dependencies-30-pins-")
+
+
 # --------------------------------------------------------------------------- errors
 
 
