@@ -383,11 +383,11 @@ def carry_over(stored: StoredResult, previous: Mapping[str, Any] | None,
     return cast(StoredResult, out)
 
 
-def load_stored(path: Path, data: bytes | None = None) -> StoredResult:
+def load_stored(path: Path, content: bytes | None = None) -> StoredResult:
     """Read and validate one result file as stored; its cell id must match its file name.
-    ``data``: the file's bytes, when the caller has read them already."""
+    ``content``: the file's bytes, when the caller has read them already."""
     try:
-        text = path.read_text(encoding="utf-8") if data is None else data.decode("utf-8")
+        text = path.read_text(encoding="utf-8") if content is None else content.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
     try:
@@ -402,11 +402,12 @@ def load_stored(path: Path, data: bytes | None = None) -> StoredResult:
     return cast(StoredResult, data)
 
 
-def load(path: Path, store: evidence.Store | None = None, data: bytes | None = None) -> Result:
-    """Read, validate and expand one result file (the full form); ``data``: its bytes, when
-    the caller has read them already."""
+def load(path: Path, store: evidence.Store | None = None,
+         content: bytes | None = None) -> Result:
+    """Read, validate and expand one result file (the full form); ``content``: its bytes,
+    when the caller has read them already."""
     path = Path(path)
-    stored = load_stored(path, data)
+    stored = load_stored(path, content)
     return expand(stored, store or evidence.Store(path.parent), str(path))
 
 

@@ -489,10 +489,10 @@ def command(args: argparse.Namespace) -> int:
           f"(largest page {size / 1024:,.0f} KB)")
     # mkdocs is timed alone: the swap and the removal of the previous build are neither
     # generation nor mkdocs (the ratio is issue 15's target: at most 0.5).
-    before, mkdocs = generated - started, built - generated
+    preparing, mkdocs = generated - started, built - generated
     print(f"report: time: reading {read - started:.1f} s, generation {generated - read:.1f} s, "
           f"mkdocs {mkdocs:.1f} s, swap and clean-up {done - built:.1f} s; reading + "
-          f"generation = {before / mkdocs if mkdocs else 0:.2f} x mkdocs", flush=True)
+          f"generation = {preparing / mkdocs if mkdocs else 0:.2f} x mkdocs", flush=True)
     w = weight(args.site_dir)
     print(f"report: weight: {w['total'] / 2**20:.1f} MB in all, largest page "
           f"{w['largest_page'] / 1024:,.0f} KB, search index {w['search_index'] / 1024:,.0f} KB",

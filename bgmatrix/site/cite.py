@@ -287,7 +287,7 @@ def cell_outcome_text(snapshot: model.Snapshot, clause_id: str, cell_id: str) ->
     if cell["kind"] != "candidate":
         kind = "starlette" if cell["kind"] == "starlette" else "fastapi"
         version = cell["starlette"] if kind == "starlette" else cell["fastapi"]
-        run = snapshot.timeline(clause_id, kind).run_of(version)
+        run = snapshot.timeline(clause_id, kind).run_of(version) if version else None
         if run is not None and len(run.releases) > 1 and run.measured:
             same = f"; same behaviour in {span_text(snapshot, run, kind)}"
     return f"{describe((model.outcome(result, clause_id),))}{same}."

@@ -388,7 +388,7 @@ def load_results(
                 passed.add(digest)
                 continue
         try:
-            found[path.stem] = results.load(path, store, data=data)
+            found[path.stem] = results.load(path, store, content=data)
             passed.add(digest)
             if stored is not None and digest:
                 stored[path.stem] = digest
