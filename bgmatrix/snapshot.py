@@ -42,13 +42,72 @@ def content_hash(found: Mapping[str, Any], stored: Mapping[str, str] | None = No
 
 def _content_hash(found: Mapping[str, Any]) -> str:
     digest = hashlib.sha256()
+    memo: dict[int, str] = {}
     for cid in sorted(found):
-        canonical = json.dumps(found[cid], sort_keys=True, ensure_ascii=True,
-                               separators=(",", ":"))
+        canonical = canonical_json(found[cid], memo)
         # Lengths make the stream unambiguous: no id/content split hashes the same.
         digest.update(f"{cid}\0{len(canonical)}\0".encode("ascii", "replace"))
         digest.update(canonical.encode("ascii"))
     return digest.hexdigest()
+
+
+_dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode
+_key = json.encoder.encode_basestring_ascii
+#: Where a full result holds the evidence objects cells share (``"*"``: every item), the
+#: parts ``canonical_json`` takes apart to reach them; an empty mapping is an object encoded
+#: whole and remembered. Everything else is encoded whole, as it is met.
+SHARED_PARTS: dict[str, Any] = {
+    "tests": {"*": {"observations": {"*": {}}}},
+    "wire": {"clauses": {"*": {"evidence": {}}}},
+}
+
+
+def canonical_json(value: Any, memo: dict[int, str] | None = None,
+                   parts: Mapping[str, Any] = SHARED_PARTS) -> str:
+    """``json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))``: the
+    same text, made from its parts so that an evidence object met again is encoded once.
+
+    Results read from one folder share their evidence objects: the store gives each object
+    once, to every cell that names it. The full matrix's canonical form is 136 MB of text made
+    from 3 MB of evidence, and encoding each object once takes a third of the time (1.5-1.9 s
+    instead of 4.4-5.1 s for the 716 results, measured side by side on a busy machine).
+    ``parts`` says where those objects sit (:data:`SHARED_PARTS`);
+    ``memo`` maps ``id()`` of each one encoded so far to its text (the caller keeps the objects
+    alive while it uses the memo). A dict is taken apart only when all its keys are strings,
+    as ``json.dumps`` sorts them; anything else is encoded whole, so the text is always
+    ``json.dumps``'s (tests/unit/test_report.py checks it)."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return _dumps(value)
+    if not parts:
+        if memo is None:
+            return _dumps(value)
+        known = memo.get(id(value))
+        if known is None:
+            known = memo[id(value)] = _dumps(value)
+        return known
+    if kind is list:
+        inner = parts.get("*")
+        return "[" + ",".join(_dumps(v) if inner is None else canonical_json(v, memo, inner)
+                              for v in value) + "]"
+    if not all(type(k) is str for k in value):
+        return _dumps(value)
+    # Keys in order; a run of keys with nothing shared below them is one json.dumps call
+    # (its text without the braces: the same items, in the same order).
+    items: list[str] = []
+    run: dict[str, Any] = {}
+    for k in sorted(value):
+        inner = parts.get(k, parts.get("*"))
+        if inner is None:
+            run[k] = value[k]
+            continue
+        if run:
+            items.append(_dumps(run)[1:-1])
+            run = {}
+        items.append(_key(k) + ":" + canonical_json(value[k], memo, inner))
+    if run:
+        items.append(_dumps(run)[1:-1])
+    return "{" + ",".join(items) + "}"
 
 
 #: Content hashes remembered (the newest first), each under the key of the files it was

@@ -339,6 +339,30 @@ def test_a_cached_snapshot_id_is_the_computed_one_and_a_changed_file_changes_it(
     assert model.load_snapshot(folder).id == changed.id
 
 
+def test_canonical_json_is_json_dumps_text():
+    """The snapshot hash encodes shared evidence once (snapshot.canonical_json): the text is
+    json.dumps's, for results whose records share objects and for anything else."""
+    from bgmatrix import snapshot
+
+    def dumps(value):
+        return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+    shared = {"events": [{"seq": 1, "kind": "send", "x": 1.5}], "é": "ü\ud800", "n": None}
+    records = [{"test": f"t{i}", "clauses": ["ATTACH-3"], "error": None, "outcome": "ok",
+                "verdicts": {"ATTACH-3": {"verdict": "deviates"}},
+                "observations": {"request": shared, "b": [shared, i]}} for i in range(3)]
+    result = {"cell": {"id": "c"}, "tests": records, "clauses": {}, "state": "ok",
+              "wire": {"clauses": {"ATTACH-3": {"evidence": shared, "label": "drop"}}},
+              "zz": [(1, 2), {"k": float("inf")}]}
+    memo: dict[int, str] = {}
+    for value in (result, result, records, shared, {2: "a", 1: "b"}, {}, [], "x", 3,
+                  {"tests": "not a list", "wire": None}, {"tests": [{"observations": [1]}]}):
+        assert snapshot.canonical_json(value, memo) == dumps(value)
+        assert snapshot.canonical_json(value) == dumps(value)
+    found = synthetic_results(limit=5)
+    assert snapshot._content_hash(found) == content_hash(copy.deepcopy(found))
+
+
 def test_matrix_words_read_without_a_legend():
     word = matrix.short_word
     assert word("deviates", "drop") == "drop"
