@@ -459,7 +459,9 @@ class Experiment:
                       f"-{self.cell['id']}")
 
     def install(self) -> list[str]:
-        return _requirements(self.cell) + [f"{k}=={v}" for k, v in sorted(self.pins.items())]
+        """The cell's pair, except a pinned one (Starlette in a FastAPI cell), then the pins."""
+        pair = [r for r in _requirements(self.cell) if r.split("==")[0] not in self.pins]
+        return pair + [f"{k}=={v}" for k, v in sorted(self.pins.items())]
 
 
 def _run_all(batch: Sequence[Experiment], run: CellRunner, jobs: int, scratch: Path,

@@ -322,6 +322,14 @@ def test_changed_files_compares_two_releases_of_the_framework(tmp_path):
     assert "starlette/middleware/base.py" in fixed["files"]
 
 
+def test_a_pin_of_starlette_in_a_fastapi_cell_replaces_its_starlette_requirement():
+    cell = {"id": "fa-0.90.1_st-0.23.1_py3.8", "fastapi": "0.90.1", "starlette": "0.23.1"}
+    assert attribute.Experiment("pin", cell, {"starlette": "0.23.0"}).install() == [
+        "fastapi==0.90.1", "starlette==0.23.0"]
+    assert attribute.Experiment("control", cell, {}).install() == [
+        "fastapi==0.90.1", "starlette==0.23.1"]
+
+
 def test_a_joint_pin_of_many_packages_has_a_short_folder_name():
     pins = {f"package-number-{i}": f"{i}.0.0" for i in range(30)}
     slug = attribute.Experiment("dependencies", {"id": "fa-0.111.1_st-0.37.2_py3.8"}, pins).slug
