@@ -51,6 +51,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "watch": ("bgmatrix.run.watch",
               "find releases newer than the plan, run their cells, summarise what changed"),
     "snapshot": ("bgmatrix.snapshot", "print the snapshot id of a results folder"),
+    "deploy": ("bgmatrix.run.deploy", "measure the Deployment chapter per server and adapter"),
 }
 
 
