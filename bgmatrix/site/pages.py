@@ -20,7 +20,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bgmatrix import results, spec, vocabulary
-from bgmatrix.site import cite, history, model, releases, suite
+from bgmatrix.site import cite, deployment, history, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -276,6 +276,7 @@ def home(snapshot: model.Snapshot) -> str:
             lines += [f"### {title}", ""]
             lines += [answer(snapshot, h) for h in by_chapter[chapter]]
             lines.append("")
+    lines += deployment.home_lines()  # "Does my task survive a deploy?" (matrix/deployment.json)
     lines += ["## Every FastAPI release, by conflict behaviour", ""]
     lines.append(
         f"One tile per release, coloured by the label of "
