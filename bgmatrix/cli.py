@@ -54,6 +54,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "attribute": ("bgmatrix.run.attribute",
                   "find why labels flip between adjacent releases: re-run with one dependency "
                   "pinned at a time -> matrix/attribution.json"),
+    "deploy": ("bgmatrix.run.deploy", "measure the Deployment chapter per server and adapter"),
 }
 
 

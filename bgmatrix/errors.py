@@ -20,6 +20,8 @@ and keeps its traceback.
     ├── WireUnavailable              no server can be run in this cell         (bgmatrix.run.wire)
     ├── WireTimeout                  wire scenarios overran their budget       (bgmatrix.run.wire)
     ├── CandidateError               a candidate build cannot be made    (bgmatrix.run.candidates)
+    ├── DeployError                  matrix/deployment.json is missing, corrupt or refused
+    │                                by its schema (run.deploy writes it, site.deployment reads)
     ├── ShardError                   a shard cannot be chosen or grouped     (bgmatrix.run.shards)
     │   └── MergeRefused             shard folders cannot be published; one line per problem
     ├── ReportError                  the inputs cannot make a site             (bgmatrix.site.model)
@@ -67,3 +69,8 @@ class PlanError(BgmatrixError):
 
 class PlanFileError(PlanError):
     """matrix/plan.json is missing, corrupt or of another schema."""
+
+
+class DeployError(BgmatrixError):
+    """matrix/deployment.json cannot be read or written (shared: the runner writes it, the site
+    reads it)."""

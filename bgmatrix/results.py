@@ -53,7 +53,7 @@ RESULTS_DIR = ROOT / "results"
 
 #: Evidence sources measured apart from the in-cell suite; each records the hash of the method
 #: that measured it (``<source>_hash``), so a carried-over source can be found stale.
-SOURCES = ("wire",)
+SOURCES = ("wire", "servers")
 
 #: Observations the suite records identically in every test of a cell (what the app imported):
 #: stored once per cell under ``observed`` instead of once per test.
@@ -101,7 +101,8 @@ class TestRecord(TypedDict):
 
 
 class _Sources(TypedDict, total=False):
-    wire: dict[str, Any]  # evidence measured apart from the raw suite (SOURCES)
+    wire: dict[str, Any]  # evidence measured apart from the raw suite (SOURCES): uvicorn
+    servers: dict[str, Any]  # the same, through every other server: {servers_hash, runs}
     observed: dict[str, Any]  # the stored form's cell-level observations
 
 
@@ -191,7 +192,7 @@ def compact(full: Result) -> tuple[StoredResult, dict[str, Any]]:
         objects[key] = obj
         return key
 
-    out = {k: v for k, v in full.items() if k not in ("tests", "clauses", "wire")}
+    out = {k: v for k, v in full.items() if k not in ("tests", "clauses", *SOURCES)}
     out["schema_version"] = STORED_VERSION
     out["clauses"] = {cid: _stored_clause(entry) for cid, entry in full["clauses"].items()}
     records = full["tests"]
@@ -211,14 +212,30 @@ def compact(full: Result) -> tuple[StoredResult, dict[str, Any]]:
         }
         tests[record["test"]] = put(stored)
     out["tests"] = put(tests) if tests else None
-    if "wire" in full:
-        wire = dict(full["wire"])
-        wire["clauses"] = {
-            cid: _stored_clause(entry, put(entry["evidence"]))
-            for cid, entry in full["wire"]["clauses"].items()
-        }
-        out["wire"] = wire
+    for source in SOURCES:
+        if source in full:
+            out[source] = _map_runs(source, full[source], lambda run: {
+                **run, "clauses": {cid: _stored_clause(entry, put(entry["evidence"]))
+                                   for cid, entry in run["clauses"].items()}})
     return cast(StoredResult, out), objects
+
+
+def _map_runs(source: str, section: Mapping[str, Any], convert) -> dict[str, Any]:
+    """``section`` with ``convert`` applied to each server run in it: ``wire`` is one run,
+    ``servers`` holds one per server under ``runs``."""
+    if source == "wire":
+        return convert(dict(section))
+    return {**section, "runs": {name: convert(dict(run))
+                                for name, run in section["runs"].items()}}
+
+
+def server_runs(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every wire run of a result by server name: uvicorn's (``wire``), then the others'."""
+    runs: dict[str, Mapping[str, Any]] = {}
+    if result.get("wire"):
+        runs["uvicorn"] = result["wire"]
+    runs.update((result.get("servers") or {}).get("runs", {}))
+    return runs
 
 
 def _stored_clause(entry: Mapping[str, Any], evidence_key: str | None = None) -> list[str]:
@@ -280,13 +297,16 @@ def _expand(stored: StoredResult, store: evidence.Store, where: str) -> Result:
         cid: {**_full_clause(entry), "tests": sorted(set(by_clause.get(cid, [])))}
         for cid, entry in stored["clauses"].items()
     }
-    if "wire" in stored:
-        wire = dict(stored["wire"])
-        wire["clauses"] = {}
-        for cid, line in stored["wire"]["clauses"].items():
+    def expand_run(run: dict[str, Any]) -> dict[str, Any]:
+        clauses = {}
+        for cid, line in run["clauses"].items():
             entry = _full_clause(line, with_evidence=True)
-            wire["clauses"][cid] = {**entry, "evidence": store.get(entry["evidence"])}
-        full["wire"] = wire
+            clauses[cid] = {**entry, "evidence": store.get(entry["evidence"])}
+        return {**run, "clauses": clauses}
+
+    for source in SOURCES:
+        if source in stored:
+            full[source] = _map_runs(source, stored[source], expand_run)
     return cast(Result, full)
 
 
@@ -439,8 +459,8 @@ def referenced(stored: Mapping, store: evidence.Store) -> set[str]:
             keys.add(record_key)
             keys.update(v for v in store.get(record_key)["observations"].values()
                         if v != _FROM_CELL)
-    for source in SOURCES:
-        for entry in (stored.get(source) or {}).get("clauses", {}).values():
+    for run in server_runs(stored).values():
+        for entry in run.get("clauses", {}).values():
             keys.add(entry[2])  # [verdict, label, evidence, reason?]
     return keys
 

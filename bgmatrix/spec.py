@@ -36,6 +36,11 @@ CHAPTERS = (
     "resolution",
 )
 
+#: Chapters whose clauses are measured apart from the in-cell suite, each by a mode of its own
+#: (deployment: `bgmatrix deploy`, bgmatrix/run/deploy.py, per server and adapter). They are
+#: parsed and checked with the rest (unique, unreserved IDs; Since), never graded per cell.
+APART = ("deployment",)
+
 #: Prefix of the recommended rule's clauses, which are observed through graded clauses.
 RECOMMENDATION_PREFIX = "REC"
 
@@ -83,8 +88,9 @@ class Clause:
 
     @property
     def graded(self) -> bool:
-        """Whether the suite grades the clause itself (every clause but the REC ones)."""
-        return not self.id.startswith(RECOMMENDATION_PREFIX + "-")
+        """Whether the suite grades the clause itself (every clause but the REC ones and those
+        of the chapters measured apart)."""
+        return not self.id.startswith(RECOMMENDATION_PREFIX + "-") and self.chapter not in APART
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,7 @@ def reserved(spec_dir: Path = SPEC_DIR) -> frozenset[str]:
 def _load_all(spec_dir: Path) -> tuple[Clause, ...]:
     """Every clause, graded and REC, chapter by chapter, checked against the front matter."""
     clauses: list[Clause] = []
-    for chapter in CHAPTERS:
+    for chapter in (*CHAPTERS, *APART):
         path = spec_dir / f"{chapter}.md"
         if not path.is_file():
             raise SpecError(f"{path}: missing chapter")
@@ -236,7 +242,14 @@ def load(spec_dir: Path = SPEC_DIR) -> tuple[Clause, ...]:
 
 def recommendation(spec_dir: Path = SPEC_DIR) -> tuple[Clause, ...]:
     """The recommended rule's clauses (REC-n), in document order; not graded themselves."""
-    return tuple(c for c in _load_all(spec_dir) if not c.graded)
+    return tuple(c for c in _load_all(spec_dir)
+                 if c.id.startswith(RECOMMENDATION_PREFIX + "-"))
+
+
+def measured_apart(spec_dir: Path = SPEC_DIR) -> tuple[Clause, ...]:
+    """The clauses of the chapters in :data:`APART`, in document order: measured by a mode of
+    their own, never by the in-cell suite."""
+    return tuple(c for c in _load_all(spec_dir) if c.chapter in APART)
 
 
 def by_id(spec_dir: Path = SPEC_DIR) -> dict[str, Clause]:

@@ -397,7 +397,7 @@ def current_methods() -> dict[str, str]:
     mark a source it carries over (not re-measured) as stale when its method changed."""
     from bgmatrix.run import wire  # imported here: only its hash is needed, not httpx's client
 
-    return {"wire": wire.wire_hash()}
+    return {"wire": wire.wire_hash(), "servers": wire.wire_hash()}
 
 
 def base_provenance() -> dict:
@@ -446,7 +446,7 @@ def store_dir() -> Path:
 
 def _run_once(cell: Mapping[str, Any], install: list[str] | None, wire_mode: bool,
               use_store: bool) -> results.Result | None:
-    observed = None
+    observed = others = None
     provenance = base_provenance()
     # A private folder per run: a benchmark or a test may run the same cell as a sweep.
     (WORK_DIR / "envs").mkdir(parents=True, exist_ok=True)
@@ -474,6 +474,7 @@ def _run_once(cell: Mapping[str, Any], install: list[str] | None, wire_mode: boo
                 from bgmatrix.run import wire  # imported here: only wire mode needs httpx
 
                 observed = wire.observe(python, dict(cell))
+                others = wire.observe_servers(python, dict(cell))
             if rc != -1 and (rc != 0 or not records):  # (-1: the suite timed out; say so)
                 probe(python, cell)  # a release that cannot even be imported is an import-error
             provenance.update(
@@ -489,6 +490,7 @@ def _run_once(cell: Mapping[str, Any], install: list[str] | None, wire_mode: boo
             result = result_for(cell, state, message, provenance, records)
             if observed is not None:
                 result["wire"] = observed
+                result["servers"] = others
             if entry is not None and entry.fresh and state == "ok" and seen == packages:
                 entry.keep(packages)  # a clean run: the next run of this cell starts here
         except CellError as exc:

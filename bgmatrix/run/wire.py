@@ -53,7 +53,7 @@ SERVE = WIRE_APPS / "serve.py"
 SUITE_DIR = ROOT / "tests" / "spec"
 
 #: The clauses wire mode observes; the FastAPI-level ones need FastAPI in the cell.
-CLAUSES = ("EXEC-1", "MW-1", "MW-2", "MW-7", "ATTACH-3", "ATTACH-6", "ISO-1", "ISO-6")
+CLAUSES = ("EXEC-1", "MW-1", "MW-2", "MW-3", "MW-7", "ATTACH-3", "ATTACH-6", "ISO-1", "ISO-6")
 FASTAPI_LEVEL = ("ATTACH-3", "ATTACH-6", "ISO-1", "ISO-6")
 #: ISO-6 on the wire: clients in flight at once, and the seconds they may take together.
 CONCURRENT_CLIENTS = 100
@@ -74,6 +74,8 @@ _POLL = 0.01  # seconds between looks at the effect log: a bounded wait, never a
 _EXEC1_CASES = ("response", "stream", "file")
 _MW1_CASES = ("response", "stream")
 _MW2_MODES = ("keep-open", "close-after-read")
+_MW3_KINDS = ("sync", "async", "async-awaits")  # as tests/wire/apps.py RAISING_KINDS
+MW3_MARKER = "inner task failed"  # as tests/wire/apps.py MARKER
 
 
 class WireUnavailable(BgmatrixError):
@@ -128,51 +130,81 @@ def suite_module(name: str) -> ModuleType:
 # -- installing and serving --------------------------------------------------------------------
 
 
-#: uvicorn's compiled accelerators, never imported here (the server is asked for h11 and the
-#: stdlib loop in every cell) and not buildable on every interpreter (uvloop 0.13 fails on
-#: Python 3.8): an override with a marker that never holds takes them out of the resolution,
-#: while uvicorn's own pins on everything it does use (h11, click) still apply.
+#: The servers wire mode runs (issue 13: the servers people deploy), each with what it needs
+#: installed. ``uvicorn`` is the primary source, a result's ``wire``; the others are its
+#: ``servers``.  ``uvicorn-fast`` is uvicorn with httptools and uvloop (``uvicorn[standard]``).
+SERVERS = {
+    "uvicorn": ("uvicorn",),
+    "uvicorn-fast": ("uvicorn", "httptools", "uvloop"),
+    "hypercorn": ("hypercorn",),
+    "granian": ("granian",),
+    "daphne": ("daphne",),
+}
+OTHER_SERVERS = tuple(name for name in SERVERS if name != "uvicorn")
+
+#: uvicorn's compiled accelerators, never imported by plain ``uvicorn`` (the server is asked
+#: for h11 and the stdlib loop in every cell) and not buildable on every interpreter (uvloop
+#: 0.13 fails on Python 3.8): an override with a marker that never holds takes them out of the
+#: resolution, while uvicorn's own pins on everything it does use (h11, click) still apply.
 UNUSED_ACCELERATORS = ("uvloop", "httptools")
 
 
-def install_server(python: Path, cell: dict) -> dict:
-    """Install uvicorn as of the cell's cutoff, leaving every installed package as it is.
+def install_server(python: Path, cell: dict, name: str = "uvicorn",
+                   target: Path | None = None) -> dict:
+    """Install the server ``name`` as of the cell's cutoff, leaving every installed package
+    as it is.
 
     Everything the suite ran with is pinned by a constraints file, so the server cannot move
-    the framework; uvicorn and what it needs are resolved with the cell's ``--exclude-newer``.
-    Returns uvicorn's version and the packages added; raises :class:`WireUnavailable` with the
-    resolver's words when no uvicorn release fits.
+    the framework; the server and what it needs are resolved with the cell's
+    ``--exclude-newer``, so a server that did not exist yet at the cutoff does not install.
+    ``uvicorn`` goes into the cell's environment; every other server into ``target``, a folder
+    of its own put on the server's ``PYTHONPATH``, so that two servers' needs never meet.
+    Returns the server's version and the packages added; raises :class:`WireUnavailable` with
+    the resolver's words when no release fits.
     """
     before = env.freeze(python)
     cmd = [env.uv(), "pip", "install", "-q", "--python", str(python)]
+    if target is not None:
+        cmd += ["--target", str(target)]
     if cell.get("cutoff"):
         cmd += ["--exclude-newer", cell["cutoff"]]
-        for name in env.BUILD_TOOLS:  # as in build_env: sdists need today's tools
-            cmd += ["--exclude-newer-package", f"{name}=false"]
+        for tool in env.BUILD_TOOLS:  # as in build_env: sdists need today's tools
+            cmd += ["--exclude-newer-package", f"{tool}=false"]
     with tempfile.TemporaryDirectory(prefix="bgmatrix-wire-pins-") as tmp:
         pins, overrides = Path(tmp) / "constraints.txt", Path(tmp) / "overrides.txt"
         pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(before.items())))
-        overrides.write_text("".join(f'{n}; python_version < "0"\n'
-                                     for n in UNUSED_ACCELERATORS))
-        cmd += ["--constraint", str(pins), "--override", str(overrides), "uvicorn"]
+        unused = UNUSED_ACCELERATORS if name == "uvicorn" else ()
+        overrides.write_text("".join(f'{n}; python_version < "0"\n' for n in unused))
+        cmd += ["--constraint", str(pins), "--override", str(overrides), *SERVERS[name]]
         try:
             rc, out = env.run(cmd, INSTALL_TIMEOUT, env.uv_env())
         except subprocess.TimeoutExpired:
-            rc, out = 1, f"installing uvicorn did not finish in {INSTALL_TIMEOUT}s"
+            rc, out = 1, f"installing {name} did not finish in {INSTALL_TIMEOUT}s"
     if rc:
-        raise WireUnavailable("no uvicorn as of the cell's cutoff installs with the cell's "
+        raise WireUnavailable(f"no {name} as of the cell's cutoff installs with the cell's "
                               "packages: " + env.tail(out))
     after = env.freeze(python)
     changed = {n: [before[n], after.get(n)] for n in before if after.get(n) != before[n]}
     if changed:  # the constraints forbid it; a resolver that ignored them is caught here
-        raise WireUnavailable(f"installing uvicorn changed the cell's packages: {changed}")
-    return {"uvicorn": after.get("uvicorn"),
-            "added": {n: v for n, v in sorted(after.items()) if n not in before}}
+        raise WireUnavailable(f"installing {name} changed the cell's packages: {changed}")
+    added = ({n: v for n, v in sorted(after.items()) if n not in before} if target is None
+             else _distributions(target))
+    distribution = SERVERS[name][0]
+    return {"version": added.get(distribution) or after.get(distribution), "added": added}
+
+
+def _distributions(folder: Path) -> dict[str, str]:
+    """``{name: version}`` of the distributions installed into ``folder`` (``--target``)."""
+    found = {}
+    for info in folder.glob("*.dist-info"):
+        dist, _, version = info.name[: -len(".dist-info")].rpartition("-")
+        found[dist.lower().replace("_", "-")] = version
+    return dict(sorted(found.items()))
 
 
 @dataclass
 class Server:
-    """One uvicorn process serving tests/wire/apps.py from the cell's interpreter."""
+    """One server process serving tests/wire/apps.py from the cell's interpreter."""
 
     proc: subprocess.Popen
     port: int
@@ -185,8 +217,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _server_env(cell: dict, folder: Path) -> dict:
+def _server_env(cell: dict, folder: Path, name: str = "uvicorn",
+                target: Path | None = None) -> dict:
+    extra = {"PYTHONPATH": str(target)} if target is not None else {}
     return {
+        **extra,
+        "BGMATRIX_WIRE_SERVER": name,
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -245,27 +281,44 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def serving(python: Path, cell: dict, folder: Path) -> Iterator[Server]:
+def serving(python: Path, cell: dict, folder: Path, name: str = "uvicorn",
+            target: Path | None = None) -> Iterator[Server]:
     """Start the launcher, wait until /ping answers, yield the server; always stop it."""
     with open(folder / "server.out", "wb") as out, open(folder / "server.err", "wb") as err:
         proc = subprocess.Popen(
             [str(python), str(SERVE)], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            env=_server_env(cell, folder), cwd=str(folder), start_new_session=True,
+            env=_server_env(cell, folder, name, target), cwd=str(folder),
+            start_new_session=True,
         )
     try:
         announced = _announcement(proc, folder)
         server = Server(proc, int(announced["port"]), folder, announced)
         try:
-            with _client(server, START_TIMEOUT) as client:
-                response = client.get("/ping")
-            response.raise_for_status()
-            server.info = response.json()
+            server.info = _ping(server, proc)
         except (httpx.HTTPError, ValueError) as exc:
             raise WireUnavailable(f"the server did not serve /ping ({type(exc).__name__}: "
                                   f"{exc}): " + _stderr_tail(folder)) from None
         yield server
     finally:
         stop(proc)
+
+
+def _ping(server: Server, proc: subprocess.Popen) -> dict:
+    """``/ping``'s answer.  A server that binds its own socket after printing the port
+    (``handover: port``) may refuse the first connections: they are retried until
+    :data:`START_TIMEOUT`, while the server lives."""
+    deadline = time.monotonic() + START_TIMEOUT
+    with _client(server, START_TIMEOUT) as client:
+        while True:
+            try:
+                response = client.get("/ping")
+                break
+            except httpx.ConnectError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(_POLL)
+    response.raise_for_status()
+    return response.json()
 
 
 def _client(server: Server, read: float) -> httpx.Client:
@@ -479,6 +532,33 @@ def mw1(wire: Wire) -> dict:
     return gated_cases(wire, "MW-1", "/mw", list(_MW1_CASES))
 
 
+def mw3(wire: Wire) -> dict:
+    """MW-3 under a pass-through BaseHTTPMiddleware: a task that raises, in each of the raw
+    suite's task shapes (sync, ``async def`` at once, ``async def`` after an ``await``).
+
+    ``propagated`` when the task's exception left the application (the server saw it),
+    ``swallowed`` when the call ended without it; the evidence keeps whether the client got
+    the complete body, the review's "swallowed and the response completed".
+    """
+    labels, evidence, settled = {}, {}, True
+    propagation = suite_module("labels_exec").propagation_label
+    for kind in _MW3_KINDS:
+        wire.check(f"MW-3 {kind}")
+        run = f"mw-3-{kind}"
+        with wire.client() as client:
+            got = wire.read(client, f"/mw/raise/{kind}?run={run}", BODY_WAIT)
+            settled &= wire.settled(run)
+        markers = [e for e in wire.effects(run) if e["kind"] == "marker"]
+        left = [e for e in markers if e["name"] == "app-exception"]
+        seen = {"leaves": left[0].get("leaves", [])} if left else None
+        labels[kind] = propagation(seen, "RuntimeError", MW3_MARKER)
+        evidence[kind] = {"status": got.status, "body_complete": got.complete,
+                          "task_ran": "task" in names(wire.effects(run)),
+                          "left_app": seen}
+    conforms = set(labels.values()) == {"propagated"}
+    return _graded(conforms, _joined(labels), evidence, settled)
+
+
 def task_fate(entries: list[dict]) -> str:
     """MW-2 over the wire, in the suite's words (labels_exec.completion_label).
 
@@ -667,6 +747,7 @@ def scenarios(wire: Wire, fastapi_level: bool, into: dict[str, dict]) -> None:
     into["EXEC-1"] = exec1(wire)
     into["MW-1"] = mw1(wire)
     into["MW-2"] = mw2(wire)
+    into["MW-3"] = mw3(wire)
     into["MW-7"] = mw7(wire)
     if fastapi_level:
         into["ATTACH-3"] = attach3(wire)
@@ -678,25 +759,33 @@ def scenarios(wire: Wire, fastapi_level: bool, into: dict[str, dict]) -> None:
 # -- the entry point ---------------------------------------------------------------------------
 
 
-def observe(cell_python: Path, cell: dict, *,
+def observe(cell_python: Path, cell: dict, *, name: str = "uvicorn",
             servers: list[tuple[int, int]] | None = None) -> dict:
-    """Run wire mode in the cell whose interpreter is ``cell_python``; never raises.
+    """Run wire mode with the server ``name`` in the cell whose interpreter is
+    ``cell_python``; never raises.
 
-    Returns ``{"state", "message", "uvicorn", "wire_hash", "server", "clauses"}``.  ``state``
-    is ``ok``, ``wire-unavailable`` (no uvicorn fits, or it cannot serve these apps;
-    ``message`` says why), ``timeout`` (the run overran :data:`BUDGET`; the clauses observed
-    before are kept) or ``error`` (the host side broke).  ``servers``, when given, receives
-    the ``(pid, port)`` of every server started, for callers that check nothing was left
-    behind.
+    Returns ``{"state", "message", "uvicorn", "wire_hash", "server", "clauses"}`` for uvicorn
+    (a result's ``wire``), and ``{"state", "message", "version", "server", "clauses"}`` for
+    another server (one of a result's ``servers``).  ``state`` is ``ok``,
+    ``wire-unavailable`` (no release of the server fits the cell, or it cannot serve these
+    apps; ``message`` says why), ``timeout`` (the run overran :data:`BUDGET`; the clauses
+    observed before are kept) or ``error`` (the host side broke).  ``servers``, when given,
+    receives the ``(pid, port)`` of every server started, for callers that check nothing was
+    left behind.
     """
-    result: dict = {"state": "ok", "message": None, "uvicorn": None, "wire_hash": wire_hash(),
-                    "server": {}, "clauses": {}}
+    primary = name == "uvicorn"
+    result: dict = {"state": "ok", "message": None}
+    result.update({"uvicorn": None, "wire_hash": wire_hash()} if primary else {"version": None})
+    result.update(server={}, clauses={})
     try:
-        installed = install_server(cell_python, cell)
-        result["uvicorn"] = installed["uvicorn"]
-        result["server"] = {k: v for k, v in installed.items() if k != "uvicorn"}
         with tempfile.TemporaryDirectory(prefix="bgmatrix-wire-") as tmp:
-            with serving(cell_python, cell, Path(tmp)) as server:
+            target = None if primary else Path(tmp) / "server"
+            installed = install_server(cell_python, cell, name, target)
+            result["uvicorn" if primary else "version"] = installed["version"]
+            result["server"] = {"added": installed["added"]}
+            folder = Path(tmp) / "run"
+            folder.mkdir()
+            with serving(cell_python, cell, folder, name, target) as server:
                 if servers is not None:
                     servers.append((server.proc.pid, server.port))
                 result["server"].update(
@@ -716,3 +805,11 @@ def observe(cell_python: Path, cell: dict, *,
         result.update(state="error", message=env.tail(
             f"{type(exc).__name__}: {exc}\n" + traceback.format_exc()))
     return result
+
+
+def observe_servers(cell_python: Path, cell: dict, names: tuple[str, ...] = OTHER_SERVERS,
+                    servers: list[tuple[int, int]] | None = None) -> dict:
+    """Every server of ``names`` but uvicorn, one after the other: a result's ``servers``."""
+    return {"servers_hash": wire_hash(),
+            "runs": {name: observe(cell_python, cell, name=name, servers=servers)
+                     for name in names}}

@@ -55,6 +55,7 @@ from bgmatrix.site import (
     changes,
     cite,
     decision,
+    deployment,
     exports,
     history,
     matrix,
@@ -94,7 +95,8 @@ def page_total(snapshot: model.Snapshot) -> int:
     """How many pages :func:`generate` writes, known before it starts (for its progress)."""
     return (FIXED_PAGES + len(snapshot.clauses) + len(snapshot.results)
             + 1 + len(releases.releases(snapshot))  # releases/index.md and one per release
-            + 1 + len(spec.CHAPTERS) + len(list(suite.SUITE_DIR.glob("test_*.py"))))
+            + 1 + len(spec.CHAPTERS) + len(list(suite.SUITE_DIR.glob("test_*.py")))
+            + 1 + len(spec.APART))  # deployment.md and the chapters measured apart
 
 
 def generate(
@@ -156,6 +158,7 @@ def generate(
     for name in ("index", *spec.CHAPTERS):
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
+    deployment.generate(page)  # deployment.md and spec/deployment.md (matrix/deployment.json)
     for path in sorted(suite.SUITE_DIR.glob("test_*.py")):
         source = path.read_text(encoding="utf-8")
         page(f"suite/{path.stem}.md",

@@ -18,7 +18,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bgmatrix import vocabulary
+from bgmatrix import results, vocabulary
 from bgmatrix.results import Result
 from bgmatrix.site import cite, model, releases
 from bgmatrix.site.markup import clean, json_for_script
@@ -401,28 +401,30 @@ def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: st
 
 
 def wire_section(root: str, result: Result) -> list[str]:
-    """Raw-ASGI and wire (a real server and client) evidence side by side, disagreements
-    flagged: the second source confirms or qualifies the first, clause by clause."""
-    wire = result["wire"]
+    """Raw-ASGI and wire (a real server and client) evidence side by side, one table per
+    server, disagreements flagged: the second source confirms or qualifies the first."""
     lines = ["## Wire evidence", ""]
-    lines.append(raw(part("para")(text(
-        f"Re-observed through uvicorn {wire.get('uvicorn') or '?'} on 127.0.0.1 with an httpx "
-        f"client: {wire['state']}" + (f" — {wire['message']}" if wire.get("message") else ""),
-        600))))
-    if wire.get("stale"):  # kept by a run that did not re-measure it (results.carry_over)
-        lines.append(raw(part("para")(text("Stale: " + wire["stale"], 600))))
-    differ = {d["clause"]: d for d in vocabulary.disagreements(result["clauses"], wire["clauses"])}
-    rows = []
-    for cid, entry in sorted(wire["clauses"].items()):
-        mine: Mapping[str, Any] = result["clauses"].get(cid, {})
-        flag = (f"disagree ({differ[cid].get('kind', '')})" if cid in differ
-                else "agree" if mine.get("verdict") == entry["verdict"] else "—")
-        rows.append([clause_link(root, cid),
-                     text(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
-                     text(f"{entry['verdict']} · {entry['label']}", 200), flag])
-    if rows:
-        lines.append(raw(table(["Clause", "Raw ASGI", "Wire", ""], rows)))
-    lines.append("")
+    for server, run in results.server_runs(result).items():
+        section = result["wire"] if server == "uvicorn" else result["servers"]
+        version = run.get("uvicorn") or run.get("version") or "?"
+        lines.append(raw(part("para")(text(
+            f"{server} {version} on 127.0.0.1 with an httpx client: {run['state']}"
+            + (f" — {run['message']}" if run.get("message") else ""), 600))))
+        if section.get("stale"):  # kept by a run that did not re-measure it (carry_over)
+            lines.append(raw(part("para")(text("Stale: " + section["stale"], 600))))
+        differ = {d["clause"]: d
+                  for d in vocabulary.disagreements(result["clauses"], run["clauses"])}
+        rows = []
+        for cid, entry in sorted(run["clauses"].items()):
+            mine: Mapping[str, Any] = result["clauses"].get(cid, {})
+            flag = (f"disagree ({differ[cid].get('kind', '')})" if cid in differ
+                    else "agree" if mine.get("verdict") == entry["verdict"] else "—")
+            rows.append([clause_link(root, cid),
+                         text(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
+                         text(f"{entry['verdict']} · {entry['label']}", 200), flag])
+        if rows:
+            lines.append(raw(table(["Clause", "Raw ASGI", server, ""], rows)))
+        lines.append("")
     return lines
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bgmatrix import spec, vocabulary
-from bgmatrix.site import attribution, cite, history, model, releases, suite
+from bgmatrix import results, spec, vocabulary
+from bgmatrix.site import attribution, cite, deployment, history, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -288,6 +288,7 @@ def home(snapshot: model.Snapshot) -> str:
             lines += [f"### {title}", ""]
             lines += [answer(snapshot, h) for h in by_chapter[chapter]]
             lines.append("")
+    lines += deployment.home_lines()  # "Does my task survive a deploy?" (matrix/deployment.json)
     lines += ["## Every FastAPI release, by conflict behaviour", ""]
     lines.append(
         f"One tile per release, coloured by the label of "
@@ -523,37 +524,44 @@ def matching_schedules(raw_label: str, wire_label: str) -> list[str]:
 
 
 def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
-    """The clause as a real client saw it (wire mode), beside the raw-ASGI verdict, for every
-    cell that has wire evidence of it; disagreements first."""
+    """The clause as a real client saw it through each server (wire mode), beside the raw-ASGI
+    verdict, for every cell that has wire evidence of it; disagreements first."""
     rows = []
     for result in snapshot.cells():
         if clause.level != "Starlette" and result["cell"]["kind"] == "starlette":
             continue  # a FastAPI-level clause says nothing about Starlette-only cells
-        wire = (result.get("wire") or {}).get("clauses", {}).get(clause.id)
-        if wire is None:
-            continue
         mine: Mapping[str, Any] = result["clauses"].get(clause.id, {})
-        differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
-        flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
-            "agree" if mine.get("verdict") == wire["verdict"] else "—")
-        explained = matching_schedules(str(mine.get("label", "")), str(wire["label"]))
-        if differ and explained:
-            flag += "; the server behaves like schedule " + ", ".join(explained)
-        if result["wire"].get("stale"):
-            flag += " (stale: the wire method changed since)"
-        raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
-        rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
-                                       version_text(result["cell"])),
-                                  text(raw_text, 160),
-                                  text(f"{wire['verdict']} · {wire['label']}", 160), flag]))
+        for server, run in results.server_runs(result).items():
+            wire = run.get("clauses", {}).get(clause.id)
+            if wire is None:
+                continue
+            differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
+            flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
+                "agree" if mine.get("verdict") == wire["verdict"] else "—")
+            explained = matching_schedules(str(mine.get("label", "")), str(wire["label"]))
+            if differ and explained:
+                flag += "; the server behaves like schedule " + ", ".join(explained)
+            section = result["wire"] if server == "uvicorn" else result["servers"]
+            if section.get("stale"):
+                flag += " (stale: the wire method changed since)"
+            raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
+            version = run.get("uvicorn") or run.get("version") or "?"
+            rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
+                                           version_text(result["cell"])),
+                                      f"{server} {version}",
+                                      text(raw_text, 160),
+                                      text(f"{wire['verdict']} · {wire['label']}", 160), flag]))
     if not rows:
         return []
     rows.sort(key=lambda r: r[0])  # stable: disagreements first, then release order
     return ["## On the wire", "",
-            "Re-observed through the cell's period-correct uvicorn on 127.0.0.1 with an httpx "
-            "client (wire mode); the raw-ASGI verdict stays the verdict of record.", "",
+            "Re-observed through real servers on 127.0.0.1 with an httpx client (wire mode): "
+            "uvicorn (h11, asyncio), uvicorn with httptools and uvloop (`uvicorn-fast`), "
+            "hypercorn, granian and daphne, each at its release current at the cell's cutoff "
+            "and only where one installs. The raw-ASGI verdict stays the verdict of record.", "",
             raw(Markup("<section data-search-exclude>{}</section>").format(  # cells: not searched
-                part("scroll")(table(["Cell", "Raw ASGI", "Wire", ""], [r for _, r in rows])))),
+                part("scroll")(table(["Cell", "Server", "Raw ASGI", "Wire", ""],
+                                     [r for _, r in rows])))),
             ""]
 
 

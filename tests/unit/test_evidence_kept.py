@@ -10,7 +10,7 @@ import json
 
 from bgmatrix import evidence, results
 from bgmatrix.run import candidates, runner, shards, sweep
-from tests.unit.test_results import wire_section
+from tests.unit.test_results import servers_section, wire_section
 
 CELLS = [
     {"id": f"fa-1.0.{i}_st-1.0.0_py3.11", "kind": "fastapi", "fastapi": f"1.0.{i}",
@@ -29,7 +29,7 @@ def seed_with_wire(folder, fake_runs, monkeypatch, wire_hash):
     fake = runner.run_cell
 
     def with_wire(c, install=None):
-        return dict(fake(c), wire=wire_section(wire_hash))
+        return dict(fake(c), wire=wire_section(wire_hash), servers=servers_section(wire_hash))
 
     monkeypatch.setattr(runner, "run_cell", with_wire)
     sweep.sweep(CELLS, folder, jobs=1, force=True)
@@ -38,7 +38,7 @@ def seed_with_wire(folder, fake_runs, monkeypatch, wire_hash):
 
 
 def test_a_forced_raw_sweep_keeps_every_wire_section(fake_runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "current_methods", lambda: {"wire": "w1"})
+    monkeypatch.setattr(runner, "current_methods", lambda: {"wire": "w1", "servers": "w1"})
     before = seed_with_wire(tmp_path, fake_runs, monkeypatch, "w1")
     sweep.sweep(CELLS, tmp_path, jobs=2, force=True)
     for c in CELLS:
@@ -50,11 +50,13 @@ def test_a_forced_raw_sweep_keeps_every_wire_section(fake_runs, tmp_path, monkey
 def test_a_raw_sweep_after_the_wire_method_changed_marks_it_stale(fake_runs, tmp_path,
                                                                  monkeypatch):
     seed_with_wire(tmp_path, fake_runs, monkeypatch, "w1")
-    monkeypatch.setattr(runner, "current_methods", lambda: {"wire": "w2"})
+    monkeypatch.setattr(runner, "current_methods", lambda: {"wire": "w2", "servers": "w2"})
     sweep.sweep(CELLS, tmp_path, jobs=1, force=True)
     for c in CELLS:
         wire = wire_of(tmp_path / f"{c['id']}.json")
         assert "stale" in wire and wire["clauses"]["ATTACH-3"][1] == "drop"  # [verdict, label, ...]
+        others = json.loads((tmp_path / f"{c['id']}.json").read_text())["servers"]
+        assert "stale" in others and others["runs"]["hypercorn"]["clauses"]["MW-3"][0] == "deviates"
 
 
 def test_a_wire_rerun_replaces_the_wire_evidence(fake_runs, tmp_path, monkeypatch):

@@ -803,6 +803,21 @@ def test_wire_evidence_kept_from_an_older_method_is_shown_as_stale(tmp_path):
                                                           "ATTACH-3.md")
 
 
+def test_every_server_of_a_cell_is_shown_beside_the_raw_verdict(tmp_path):
+    from tests.unit.test_results import servers_section, wire_section
+
+    found = synthetic_results(limit=2)
+    cid = next(c for c, r in found.items() if r["cell"]["kind"] == "fastapi")
+    found[cid] = dict(found[cid], wire=wire_section("w"), servers=servers_section("w"))
+    code, _ = build_site(tmp_path, write_results(tmp_path / "results", found), "--no-build")
+    assert code == 0
+    cell_page = page(tmp_path / "gen" / "cells" / f"{cid}.md")
+    assert "uvicorn 0.30.0 on 127.0.0.1" in cell_page and "hypercorn 0.18.0" in cell_page
+    assert "granian ? on 127.0.0.1 with an httpx client: wire-unavailable — no granian" in cell_page
+    clause_page = page(tmp_path / "gen" / "clauses" / "MW-3.md")
+    assert "hypercorn 0.18.0" in clause_page and "sync:swallowed" in clause_page
+
+
 def test_the_regression_record_is_schema_checked(tmp_path):
     from bgmatrix.site import regression
 

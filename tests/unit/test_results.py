@@ -41,6 +41,16 @@ def wire_section(wire_hash="w1"):
                                      "evidence": {"effects": ["own"], "status": 200}}}}
 
 
+def servers_section(servers_hash="w1"):
+    """A result's ``servers``: two other servers, one that served and one that could not."""
+    served = {"state": "ok", "message": None, "version": "0.18.0", "server": {"added": {}},
+              "clauses": {"MW-3": {"verdict": "deviates", "label": "sync:swallowed",
+                                   "evidence": {"sync": {"status": 200}}}}}
+    missing = {"state": "wire-unavailable", "message": "no granian as of the cell's cutoff",
+               "version": None, "server": {}, "clauses": {}}
+    return {"servers_hash": servers_hash, "runs": {"hypercorn": served, "granian": missing}}
+
+
 def write(folder, data, **kw):
     path = folder / f"{data['cell']['id']}.json"
     return path, results.write(path, data, **kw)
@@ -435,3 +445,14 @@ def test_the_v2_converter_refuses_an_edited_object_and_changes_nothing(tmp_path)
     with pytest.raises(SystemExit, match="does not match its hash"):
         convert_results_v2.convert(tmp_path)
     assert sorted((p, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()) == before
+
+
+def test_every_servers_run_round_trips_with_its_evidence_packed(tmp_path):
+    data = dict(sample(), wire=wire_section(), servers=servers_section())
+    path, _ = write(tmp_path, data)
+    assert results.load(path) == data
+    stored = json.loads(path.read_text())
+    line = stored["servers"]["runs"]["hypercorn"]["clauses"]["MW-3"]
+    assert line[:2] == ["deviates", "sync:swallowed"] and len(line[2]) == 16  # packed by hash
+    assert line[2] in results.referenced(stored, evidence.Store(tmp_path))
+    assert list(results.server_runs(data)) == ["uvicorn", "hypercorn", "granian"]

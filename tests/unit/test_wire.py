@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bgmatrix.plan import store
-from bgmatrix.run import runner, wire
+from bgmatrix.run import env, runner, wire
 
 # -- disagreements() -----------------------------------------------------------------------
 
@@ -233,6 +233,45 @@ def test_newest_fastapi_cell_over_the_wire_leaves_nothing_behind(tmp_path):
     assert process_gone(pid), f"the server (pid {pid}) is still running"
     assert port_free(port), f"port {port} is still bound"
     print(f"wire mode took {took:.1f} s (install included)")  # measured, never asserted
+
+
+def test_the_distributions_a_server_installed_are_read_from_its_folder(tmp_path):
+    for name in ("hypercorn-0.18.0.dist-info", "typing_extensions-4.12.2.dist-info",
+                 "h11-0.16.0.dist-info"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "hypercorn").mkdir()  # a package, not a distribution
+    assert wire._distributions(tmp_path) == {
+        "h11": "0.16.0", "hypercorn": "0.18.0", "typing-extensions": "4.12.2"}
+
+
+def test_a_server_that_cannot_install_is_a_recorded_state_with_its_name(tmp_path):
+    planned = next(c for c in store.load_cells() if c["kind"] == "fastapi")
+    result = wire.observe(tmp_path / "no-python", planned, name="daphne")
+    assert result["state"] == "wire-unavailable" and "daphne" in result["message"]
+    assert result["version"] is None and result["clauses"] == {}
+    assert "uvicorn" not in result and "wire_hash" not in result  # the section's hash covers it
+
+
+@pytest.mark.live
+def test_every_other_server_serves_the_newest_cell_and_leaves_nothing_behind(tmp_path):
+    planned = newest_fastapi_headline()
+    python = runner.build_env(planned, tmp_path / "env")
+    before = env.freeze(Path(python))
+    servers: list[tuple[int, int]] = []
+    section = wire.observe_servers(Path(python), planned, servers=servers)
+    assert section["servers_hash"] == wire.wire_hash()
+    assert list(section["runs"]) == list(wire.OTHER_SERVERS)
+    for name, result in section["runs"].items():
+        assert result["state"] == "ok", (name, result["message"])
+        assert result["version"] and result["server"]["framework"] == "fastapi", name
+        assert set(result["clauses"]) == set(wire.CLAUSES), name
+        for clause, entry in result["clauses"].items():
+            assert entry["verdict"] in ("conforms", "deviates"), (name, clause, entry)
+    assert env.freeze(Path(python)) == before  # each server lived in a folder of its own
+    assert len(servers) == len(wire.OTHER_SERVERS)
+    for name, (pid, port) in zip(section["runs"], servers):
+        assert process_gone(pid), f"{name} (pid {pid}) is still running"
+        assert port_free(port), f"{name}'s port {port} is still bound"
 
 
 def test_the_wire_hash_covers_every_suite_module_wire_mode_borrows():

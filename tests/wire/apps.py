@@ -272,7 +272,47 @@ PLAIN_ROUTES = {
 }
 if file_response_missing() is None:
     PLAIN_ROUTES["/exec1/file"] = exec1("file")
+#: MW-3: the message of the exception a raising task raises (as in the raw suite).
+MARKER = "inner task failed"
+#: MW-3's task shapes, as in the raw suite's schedule set (tests/spec/webapp.py task_kinds).
+RAISING_KINDS = ("sync", "async", "async-awaits")
+
+
+def mw_raising(kind):
+    """MW-3: the inner app's response whose task records ``task``, then raises."""
+
+    def sync():
+        effect("task")
+        raise RuntimeError(MARKER)
+
+    async def at_once():
+        effect("task")
+        raise RuntimeError(MARKER)
+
+    async def after_await():
+        await asyncio.sleep(0)
+        effect("task")
+        raise RuntimeError(MARKER)
+
+    task = {"sync": sync, "async": at_once, "async-awaits": after_await}[kind]
+
+    def respond():
+        return PlainTextResponse("inner body", background=BackgroundTask(task))
+
+    return respond
+
+
 MW_ROUTES = {"/mw/response": mw_gated("response"), "/mw/stream": mw_gated("stream")}
+MW_ROUTES.update(("/mw/raise/" + kind, mw_raising(kind)) for kind in RAISING_KINDS)
+
+
+def leaves(exc):
+    """The leaf exceptions of ``exc``, looking inside exception groups (as the raw suite's
+    webapp.describe_exception does), each as its type and message."""
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, (list, tuple)) and inner:
+        return [leaf for sub in inner for leaf in leaves(sub)]
+    return [{"type": type(exc).__name__, "message": str(exc)[:200]}]
 
 
 def _fastapi_routes(app):
@@ -404,7 +444,7 @@ class _Root:
             await self.invoke(inner, scope, self.watch(receive, run), send)
         except BaseException as exc:
             effect("app-exception", kind="marker", run=run, origin=run,
-                   type=type(exc).__name__, message=str(exc)[:200])
+                   type=type(exc).__name__, message=str(exc)[:200], leaves=leaves(exc))
             raise
         finally:
             effect("app-returned", kind="marker", run=run, origin=run)
