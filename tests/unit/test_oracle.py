@@ -9,8 +9,13 @@ import warnings
 
 import pytest
 from harness import Harness
-from oracle import (conflict_label, message_of, qualifying_signals, runs_label,
-                    tasks_after_body_label)
+from oracle import (
+    conflict_label,
+    message_of,
+    qualifying_signals,
+    runs_label,
+    tasks_after_body_label,
+)
 
 from bgmatrix import vocabulary
 
@@ -180,10 +185,10 @@ def test_runs_label_leaves_unordered_tasks_unordered():
 
 
 def test_messages_in_evidence_carry_no_memory_address():
-    class Opaque(object):
+    class Opaque:
         pass
 
-    exc = ValueError("bad %r and %r" % (Opaque(), Opaque()))
+    exc = ValueError(f"bad {Opaque()!r} and {Opaque()!r}")
     message = message_of(exc)
     assert "0x…" in message and not re.search(r"0x[0-9a-f]", message)
     assert message_of(ValueError("at 0x10 bytes")) == "at 0x10 bytes"  # not a repr
