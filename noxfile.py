@@ -114,7 +114,7 @@ def candidate(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def wire(session: nox.Session) -> None:
-    """Re-run the headline cells (or the cells/tags given) with wire mode: every server on loopback."""
+    """Re-run the headline cells (or the cells/tags given) in wire mode: every server, loopback."""
     session.env["BGMATRIX_WIRE"] = "1"
     bgmatrix(session, "run", "--force", *(session.posargs or ["--tag", "headline"]))
 
