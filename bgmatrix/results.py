@@ -212,9 +212,10 @@ def compact(full: Result) -> tuple[StoredResult, dict[str, Any]]:
         }
         tests[record["test"]] = put(stored)
     out["tests"] = put(tests) if tests else None
+    sections: Mapping[str, Any] = full  # the sources, looked up by name
     for source in SOURCES:
-        if source in full:
-            out[source] = _map_runs(source, full[source], lambda run: {
+        if source in sections:
+            out[source] = _map_runs(source, sections[source], lambda run: {
                 **run, "clauses": {cid: _stored_clause(entry, put(entry["evidence"]))
                                    for cid, entry in run["clauses"].items()}})
     return cast(StoredResult, out), objects
@@ -304,9 +305,10 @@ def _expand(stored: StoredResult, store: evidence.Store, where: str) -> Result:
             clauses[cid] = {**entry, "evidence": store.get(entry["evidence"])}
         return {**run, "clauses": clauses}
 
+    stored_sections: Mapping[str, Any] = stored  # the sources, looked up by name
     for source in SOURCES:
-        if source in stored:
-            full[source] = _map_runs(source, stored[source], expand_run)
+        if source in stored_sections:
+            full[source] = _map_runs(source, stored_sections[source], expand_run)
     return cast(Result, full)
 
 

@@ -488,7 +488,7 @@ def _run_once(cell: Mapping[str, Any], install: list[str] | None, wire_mode: boo
             provenance["tools"]["pytest"] = session.get("pytest", "?")
             state, message = _suite_state(rc, records, session)
             result = result_for(cell, state, message, provenance, records)
-            if observed is not None:
+            if observed is not None and others is not None:
                 result["wire"] = observed
                 result["servers"] = others
             if entry is not None and entry.fresh and state == "ok" and seen == packages:
