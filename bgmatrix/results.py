@@ -145,7 +145,7 @@ def _check(data: object, where: str) -> dict:
             " (scripts/convert_results_v1.py, then scripts/convert_results_v2.py upgrade"
             " older folders)"
         )
-    found = schemas.problem(data, "result")
+    found = schemas.result_problem(data)
     if found is not None:
         raise ResultError(f"{where}: {found}")
     return data  # type: ignore[return-value]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bgmatrix import evidence, results, snapshot, spec
+from bgmatrix import evidence, results, schemas, snapshot, spec
 from bgmatrix.run import runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -456,3 +456,19 @@ def test_every_servers_run_round_trips_with_its_evidence_packed(tmp_path):
     assert line[:2] == ["deviates", "sync:swallowed"] and len(line[2]) == 16  # packed by hash
     assert line[2] in results.referenced(stored, evidence.Store(tmp_path))
     assert list(results.server_runs(data)) == ["uvicorn", "hypercorn", "granian"]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d["clauses"].__setitem__("ATTACH-3", ["maybe", "drop"]),  # a bad verdict
+    lambda d: d["clauses"].__setitem__("attach-3", ["conforms", "ran"]),  # a bad clause name
+    lambda d: d["clauses"].__setitem__("ATTACH-3", ["conforms"]),  # too short
+    lambda d: d.__setitem__("state", "fine"),  # outside the clause map
+])
+def test_the_fast_result_check_agrees_with_the_full_schema(tmp_path, damage):
+    path, _ = write(tmp_path, sample())
+    stored = json.loads(path.read_text())
+    assert schemas.result_problem(stored) is None and schemas.problem(stored, "result") is None
+    assert schemas.result_problem(stored) is None  # again, from what it remembered
+    damage(stored)
+    found = schemas.result_problem(stored)
+    assert found is not None and found == schemas.problem(stored, "result")
