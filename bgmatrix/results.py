@@ -43,7 +43,8 @@ from typing import Any, Literal, NotRequired, Optional, TypedDict, cast
 
 from bgmatrix import evidence, schemas
 from bgmatrix.errors import BgmatrixError
-from bgmatrix.files import write_text_atomic  # also the store's writer for other callers
+# write_text_atomic: also the store's writer for other callers
+from bgmatrix.files import write_text_atomic, write_text_if_changed  # noqa: F401
 from bgmatrix.spec import ROOT, Clause, clause_order
 
 SCHEMA_VERSION = 2  # of the full form: what a result says (the snapshot hash covers it)
@@ -367,13 +368,7 @@ def write(
     text = dumps(stored)
     with store.lock(exclusive=True):  # packs are rewritten whole: one writer at a time
         store.add(objects)  # evidence first: a result never names a missing object
-        try:
-            if path.read_text(encoding="utf-8") == text:
-                return False
-        except (OSError, UnicodeDecodeError):
-            pass
-        write_text_atomic(path, text)
-    return True
+        return write_text_if_changed(path, text)
 
 
 def _previous(path: Path) -> Mapping[str, Any] | None:

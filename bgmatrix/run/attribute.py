@@ -43,7 +43,7 @@ from packaging.version import InvalidVersion, Version
 
 from bgmatrix import paths, results, schemas, spec
 from bgmatrix.errors import BgmatrixError, UsageError
-from bgmatrix.files import write_text_atomic
+from bgmatrix.files import write_text_if_changed
 from bgmatrix.plan import store
 from bgmatrix.spec import ROOT
 
@@ -375,14 +375,7 @@ def write(doc: Mapping[str, Any], path: Path = ATTRIBUTION_PATH) -> bool:
     found = schemas.problem(doc, "attribution")
     if found is not None:
         raise AttributionError(f"{path}: the attribution to write is invalid: {found}")
-    text = dumps(doc)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_text_atomic(path, text)
-    return True
+    return write_text_if_changed(path, dumps(doc))
 
 
 # ---------------------------------------------------------------------------- framework files

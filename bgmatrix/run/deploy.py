@@ -49,7 +49,7 @@ import httpx
 
 from bgmatrix import schemas
 from bgmatrix.errors import DeployError, UsageError
-from bgmatrix.files import read_checked, write_text_atomic
+from bgmatrix.files import read_checked, write_text_if_changed
 from bgmatrix.plan import store
 from bgmatrix.run import env, wire
 from bgmatrix.spec import ROOT
@@ -482,8 +482,7 @@ def write(data: dict, path: Path = DEPLOYMENT_PATH) -> None:
     found = schemas.problem(data, "deployment")
     if found is not None:  # never commit a record the schema refuses
         raise DeployError(f"deployment record: {found}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, dumps(data))
+    write_text_if_changed(path, dumps(data))  # a re-run that saw the same leaves the file
 
 
 def record(cells: dict[str, dict], old: dict | None = None) -> dict:
