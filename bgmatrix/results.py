@@ -43,6 +43,7 @@ from typing import Any, Literal, NotRequired, Optional, TypedDict, cast
 
 from bgmatrix import evidence, schemas
 from bgmatrix.errors import BgmatrixError
+
 # write_text_atomic: also the store's writer for other callers
 from bgmatrix.files import write_text_atomic, write_text_if_changed  # noqa: F401
 from bgmatrix.spec import ROOT, Clause, clause_order
