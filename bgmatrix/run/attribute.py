@@ -43,7 +43,7 @@ from packaging.version import InvalidVersion, Version
 
 from bgmatrix import paths, results, schemas, spec
 from bgmatrix.errors import BgmatrixError, UsageError
-from bgmatrix.files import write_text_if_changed
+from bgmatrix.files import read_checked, write_text_if_changed
 from bgmatrix.plan import store
 from bgmatrix.spec import ROOT
 
@@ -358,16 +358,7 @@ def dumps(doc: Mapping[str, Any]) -> str:
 
 def load(path: Path = ATTRIBUTION_PATH) -> Optional[dict[str, Any]]:
     """The attribution file, or None if there is none; one line naming it if it is broken."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise AttributionError(f"{path}: unreadable attribution file ({exc})") from None
-    found = schemas.problem(data, "attribution")
-    if found is not None:
-        raise AttributionError(f"{path}: {found}")
-    return data
+    return read_checked(path, "attribution", AttributionError, "attribution file")
 
 
 def write(doc: Mapping[str, Any], path: Path = ATTRIBUTION_PATH) -> bool:
