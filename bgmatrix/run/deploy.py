@@ -123,15 +123,9 @@ def shutdown_label(effects: list[str], exit_seen: str) -> str:
     """
     if exit_seen == "did-not-exit":
         return "did-not-exit"
-    if "start" not in effects:
-        return "no-task"
-    if "cancelled" in effects:
-        return "cancelled"
-    if "gate-timeout" in effects:
-        return "gave-up"
-    if "released" in effects and "end" in effects:
-        return "finished"
-    return "killed"
+    # The task's own fate reads as at a disconnect; only the words for its two ends differ.
+    fate = disconnect_label(effects)
+    return {"completed": "finished", "unfinished": "killed"}.get(fate, fate)
 
 
 def exit_fact(exited: bool, effects: list[str]) -> str:
