@@ -241,6 +241,17 @@ def server_runs(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return runs
 
 
+def server_version(run: Mapping[str, Any]) -> Optional[str]:
+    """The version of the server of one wire run (uvicorn's run names it ``uvicorn``)."""
+    return run.get("uvicorn") or run.get("version")
+
+
+def stale_reason(result: Mapping[str, Any], server: str) -> Optional[str]:
+    """Why the source holding ``server``'s run is stale (``carry_over``), or None."""
+    section = result.get("wire") if server == "uvicorn" else result.get("servers")
+    return (section or {}).get("stale")
+
+
 def _stored_clause(entry: Mapping[str, Any], evidence_key: str | None = None) -> list[str]:
     """``[verdict, label]``, then the evidence hash (wire), then the reason if there is one."""
     out = [entry["verdict"], entry["label"]]

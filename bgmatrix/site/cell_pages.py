@@ -405,13 +405,13 @@ def wire_section(root: str, result: Result) -> list[str]:
     server, disagreements flagged: the second source confirms or qualifies the first."""
     lines = ["## Wire evidence", ""]
     for server, run in results.server_runs(result).items():
-        section = result["wire"] if server == "uvicorn" else result["servers"]
-        version = run.get("uvicorn") or run.get("version") or "?"
+        version = results.server_version(run) or "?"
         lines.append(raw(part("para")(text(
             f"{server} {version} on 127.0.0.1 with an httpx client: {run['state']}"
             + (f" — {run['message']}" if run.get("message") else ""), 600))))
-        if section.get("stale"):  # kept by a run that did not re-measure it (carry_over)
-            lines.append(raw(part("para")(text("Stale: " + section["stale"], 600))))
+        stale = results.stale_reason(result, server)
+        if stale:  # kept by a run that did not re-measure it (carry_over)
+            lines.append(raw(part("para")(text("Stale: " + stale, 600))))
         differ = {d["clause"]: d
                   for d in vocabulary.disagreements(result["clauses"], run["clauses"])}
         rows = []

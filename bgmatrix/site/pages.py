@@ -541,11 +541,10 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
             explained = matching_schedules(str(mine.get("label", "")), str(wire["label"]))
             if differ and explained:
                 flag += "; the server behaves like schedule " + ", ".join(explained)
-            section = result["wire"] if server == "uvicorn" else result["servers"]
-            if section.get("stale"):
+            if results.stale_reason(result, server):
                 flag += " (stale: the wire method changed since)"
             raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
-            version = run.get("uvicorn") or run.get("version") or "?"
+            version = results.server_version(run) or "?"
             rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
                                            version_text(result["cell"])),
                                       f"{server} {version}",
