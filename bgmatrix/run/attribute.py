@@ -9,11 +9,22 @@ recorded environments (``provenance.packages``) are compared:
 - only the framework differs (and the Python is the same): the cause is the framework;
 - otherwise B's cell is re-run in a scratch folder (never results/): once unchanged (the
   *control*: does B's label reproduce at all?), then once per differing dependency with that one
-  package pinned to A's version (and once on A's Python if the Python differs). The package
-  whose pin brings back A's label is the cause. When no single pin does and several packages
-  differ, one more run pins them all at once: if A's label comes back, the dependencies together
-  are the cause; if not, the framework is. What could not be tried (a pin that does not install,
-  a package B has and A lacks) makes the cause ``undetermined``, with what was tried.
+  package pinned to A's version (and once on A's Python if the Python differs), and once with
+  *the earlier framework in the later environment*: an exact copy of B's recorded environment,
+  installed with ``--no-deps`` (no resolution, so no declared range refuses it), with A's
+  framework release in place of B's. If A's label comes back there, the framework is the cause.
+- What resolution cannot try is then tried in copies of B's environment, one change at a time:
+  a package new in B's environment is left out (*removal*), a package B lost is added back, and
+  a pin whose declared range refuses it (a FastAPI release and the earlier Starlette) is forced
+  (*forced pin*; the record says the declared range was overridden). The package whose pin,
+  removal or forced pin alone brings back A's label is the cause. When no single change does
+  and several packages differ, one more run changes them all at once (resolved, or as a copy
+  with ``--no-deps`` when resolution refuses it or a package is new): if A's label comes back,
+  the dependencies together are the cause. If nothing brings A's label back and every change
+  ran, the framework is, unless the earlier framework in the later environment also kept B's
+  label (then the earlier label needs both, and the cause stays ``undetermined``, saying so).
+  What could not be run (a forced install that does not import, a suite that cannot run) also
+  leaves it ``undetermined``, with exactly what was tried.
 
 For a flip a dependency caused, both releases are also measured in *today's environment*: the
 cell without its cutoff, i.e. the newest dependencies the releases' declared ranges allow now
@@ -208,12 +219,17 @@ def pinnable(diff: Mapping[str, Sequence[Optional[str]]], framework: str
 
 def experiment_record(name: str, pins: Mapping[str, str], python: Optional[str],
                       result: Mapping[str, Any], clause: str, before: Side,
-                      after_packages: Mapping[str, str]) -> dict[str, Any]:
+                      after_packages: Mapping[str, str], removed: Sequence[str] = ()
+                      ) -> dict[str, Any]:
     """What one experiment says about one flip's clause (stored in the flip's entry)."""
     record: dict[str, Any] = {"name": name, "pins": dict(sorted(pins.items())),
                               "state": result["state"]}
     if python is not None:
         record["python"] = python
+    if removed:
+        record["removed"] = sorted(removed)
+    if name in NO_DEPS:
+        record["no_deps"] = True
     entry = results.clause_entries(result).get(clause) if result["state"] == "ok" else None
     if entry is not None:
         record["verdict"], record["label"] = entry["verdict"], entry["label"]
@@ -223,8 +239,14 @@ def experiment_record(name: str, pins: Mapping[str, str], python: Optional[str],
         record["message"] = (result.get("message") or result["state"]).splitlines()[-1][:300]
     seen = (result.get("provenance") or {}).get("packages") or {}
     moved = package_diff(after_packages, seen) if seen else {}
-    record["also_changed"] = {k: v for k, v in moved.items() if k not in pins}
+    record["also_changed"] = {k: v for k, v in moved.items() if k not in pins and k not in removed}
     return record
+
+
+#: Experiments that change one thing in the later cell (what can single out a cause).
+SINGLES = ("pin", "python", "forced-pin", "removal")
+#: Experiments that install an exact copy of the later cell's environment with ``--no-deps``.
+NO_DEPS = ("earlier-framework", "forced-pin", "removal", "forced-dependencies")
 
 
 def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
@@ -249,12 +271,20 @@ def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
         return {"kind": "unstable", "note": "re-running the later cell unchanged gave "
                 f"{control.get('verdict')} · {control.get('label')}, not its recorded label: the "
                 "label is not reproducible, so no experiment can attribute it"}
-    singles = [e for e in experiments if e["name"] in ("pin", "python")]
+    swap = by_name.get("earlier-framework")
+    swapped = (f"{framework} {flip.before.version} in a copy of the later environment "
+               "(installed with --no-deps, no declared range consulted)")
+    singles = [e for e in experiments if e["name"] in SINGLES]
     reverting = [e for e in singles if e["reverts"]]
-    if len(reverting) == 1 and reverting[0]["name"] == "pin":
-        (name, _), = reverting[0]["pins"].items()
-        return {"kind": "dependency", "package": name, "versions": list(diff[name]),
-                "note": f"pinning {name} to {diff[name][0]} alone brings back the earlier label"}
+    if swap is not None and swap["reverts"]:
+        if reverting:
+            named = ", ".join(_what(e) for e in reverting)
+            return {"kind": "undetermined", "note": f"{swapped} brings back the earlier label, "
+                    f"and so does each of {named} alone"}
+        return {"kind": "framework", "package": framework, "versions": versions,
+                "note": f"{swapped} brings back the earlier label"}
+    if len(reverting) == 1 and reverting[0]["name"] != "python":
+        return _dependency(reverting[0], diff, experiments)
     if len(reverting) == 1:
         return {"kind": "python", "versions": [flip.before.python, flip.after.python],
                 "note": f"the later release on Python {flip.before.python} reads as the earlier"}
@@ -262,18 +292,41 @@ def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
         named = ", ".join(_what(e) for e in reverting)
         return {"kind": "undetermined", "note": f"each of {named} alone brings back the earlier "
                 "label"}
-    joint = by_name.get("dependencies")
-    if joint is not None and joint.get("state") == "ok" and joint["reverts"]:
-        return {"kind": "dependencies", "packages": sorted(joint["pins"]),
-                "note": "no single pin brings back the earlier label; all of them together do"}
-    tried = ", ".join(_what(e) for e in singles + ([joint] if joint else [])) or "nothing"
-    failed = [e for e in singles + ([joint] if joint else []) if e.get("state") != "ok"]
-    gaps = [f"{_what(e)} did not run ({e.get('message', e.get('state'))})" for e in failed]
-    gaps += list(not_pinned.values())
+    joints = [by_name[n] for n in ("dependencies", "forced-dependencies") if n in by_name]
+    for joint in joints:
+        if joint.get("state") == "ok" and joint["reverts"]:
+            forced = joint["name"] == "forced-dependencies"
+            cause: dict[str, Any] = {"kind": "dependencies",
+                     "packages": sorted([*joint["pins"], *joint.get("removed", [])]),
+                     "note": "no single change brings back the earlier label; "
+                     + (f"{_what(joint)} together do" if forced else "all of them together do")}
+            refused = [e for e in experiments if e["name"] in ("pin", "dependencies")
+                       and e.get("state") == "install-error"]
+            if forced and refused:
+                cause["overrides_declared_range"] = True
+                cause["note"] += (f"; {_what(refused[0])} does not install with resolution "
+                                  f"({refused[0].get('message')}), so the declared range was "
+                                  "overridden")
+            return cause
+    tried = ", ".join(_what(e) for e in singles + joints) or "nothing"
+    gaps = [f"{_what(e)} did not run ({e.get('message', e.get('state'))})"
+            for e in singles + joints if e.get("state") != "ok" and not _covered(e, experiments)]
+    gaps += [why for name, why in not_pinned.items() if not _covered_package(name, experiments)]
     if not same_python and not any(e["name"] == "python" and e.get("state") == "ok"
                                    for e in singles):
         gaps.append(f"Python {flip.before.python} -> {flip.after.python} was not tried")
-    if gaps and not tried_any(singles, joint):
+    if swap is not None and swap.get("state") != "ok":
+        gaps.insert(0, f"{swapped} did not run ({swap.get('message', swap.get('state'))})")
+    if swap is not None and swap.get("state") == "ok":
+        kept = (f"{swapped} still reads as the later release, so the change comes with the "
+                "environment, not the framework")
+        if gaps:
+            return {"kind": "undetermined", "note": f"{kept}; tried {tried}: none brought back "
+                    "the earlier label, and " + "; ".join(gaps)}
+        return {"kind": "undetermined", "note": f"{kept}; but no change of the environment "
+                f"brings back the earlier label either ({tried}): the earlier label needs the "
+                "earlier framework and the earlier environment together"}
+    if gaps and not tried_any(singles, joints[0] if joints else None):
         return {"kind": "undetermined", "note": "no experiment can separate the framework from "
                 "its environment here: " + "; ".join(gaps)}
     if gaps:
@@ -284,6 +337,85 @@ def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
             "earlier label"}
 
 
+def _dependency(experiment: Mapping[str, Any], diff: Mapping[str, Sequence[Optional[str]]],
+                experiments: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The cause when one change of one package brings the earlier label back."""
+    if experiment["name"] == "removal":
+        (name,) = experiment["removed"]
+        return {"kind": "dependency", "package": name, "versions": list(diff[name]),
+                "note": f"removing {name} {diff[name][1]} (new in the later environment) from "
+                "a copy of it alone brings back the earlier label"}
+    ((name, old),) = experiment["pins"].items()
+    if experiment["name"] == "pin":
+        return {"kind": "dependency", "package": name, "versions": list(diff[name]),
+                "note": f"pinning {name} to {old} alone brings back the earlier label"}
+    refused = [e for e in experiments if e["name"] == "pin" and e["pins"] == experiment["pins"]
+               and e.get("state") == "install-error"]
+    cause: dict[str, Any] = {"kind": "dependency", "package": name, "versions": list(diff[name]),
+             "note": f"{name} {old} in a copy of the later environment (installed with "
+             "--no-deps) alone brings back the earlier label"}
+    if refused:
+        cause["overrides_declared_range"] = True
+        cause["note"] += ("; the ordinary pin does not install with resolution "
+                          f"({refused[0].get('message')}), so the declared range was overridden")
+    return cause
+
+
+def _covered(experiment: Mapping[str, Any], experiments: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a pin that did not run was run since as a forced pin (no resolution)."""
+    return experiment["name"] == "pin" and any(
+        e["name"] == "forced-pin" and e["pins"] == experiment["pins"] and e.get("state") == "ok"
+        for e in experiments)
+
+
+def _covered_package(name: str, experiments: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a package only one environment has was removed from, or added back to, a copy
+    of the later environment in a run that ran."""
+    return any(e.get("state") == "ok" and (name in e.get("removed", ()) and e["name"] == "removal"
+                                           or e["name"] == "forced-pin" and name in e["pins"])
+               for e in experiments)
+
+
+def narrowing(diff: Mapping[str, Sequence[Optional[str]]], framework: str,
+              experiments: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The single changes still worth trying in a copy of the later environment installed with
+    ``--no-deps`` (``{"name", "pins", "removed"}``): a package new in the later environment
+    removed, a package it lost added back, and a pin that did not install (its declared range
+    refuses it) forced. What already ran is left out."""
+    wanted: list[dict[str, Any]] = []
+    for name, (old, new) in sorted(diff.items()):
+        if name == framework:
+            continue
+        if old is None:
+            wanted.append({"name": "removal", "pins": {}, "removed": [name]})
+        elif new is None or any(e["name"] == "pin" and e["pins"] == {name: old}
+                                and e.get("state") != "ok" for e in experiments):
+            wanted.append({"name": "forced-pin", "pins": {name: old}, "removed": []})
+    done = {(e["name"], tuple(sorted(e["pins"].items())), tuple(e.get("removed", ())))
+            for e in experiments}
+    return [w for w in wanted
+            if (w["name"], tuple(sorted(w["pins"].items())), tuple(w["removed"])) not in done]
+
+
+def forced_joint(diff: Mapping[str, Sequence[Optional[str]]], framework: str,
+                 experiments: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """Every dependency at the earlier cell's version at once, without resolution (the later
+    framework in the earlier environment), when no single change brought the earlier label back
+    and the ordinary joint pin did not run or could not cover every package; else None."""
+    others = {k: v for k, v in diff.items() if k != framework}
+    if len(others) < 2 or any(e["reverts"] for e in experiments if e["name"] in SINGLES):
+        return None
+    joint = next((e for e in experiments if e["name"] == "dependencies"), None)
+    if joint is not None and joint.get("state") == "ok" and all(
+            old is not None and new is not None for old, new in others.values()):
+        return None
+    if any(e["name"] == "forced-dependencies" for e in experiments):
+        return None
+    return {"name": "forced-dependencies",
+            "pins": {k: old for k, (old, _) in sorted(others.items()) if old is not None},
+            "removed": sorted(k for k, (old, _) in others.items() if old is None)}
+
+
 def tried_any(singles: Sequence[Mapping[str, Any]], joint: Mapping[str, Any] | None) -> bool:
     return bool(singles) or joint is not None
 
@@ -292,17 +424,24 @@ def _what(experiment: Mapping[str, Any]) -> str:
     if experiment["name"] == "python":
         return f"Python {experiment.get('python')}"
     pins = experiment.get("pins") or {}
-    return " + ".join(f"{k}=={v}" for k, v in sorted(pins.items())) or experiment["name"]
+    parts = [f"{k}=={v}" for k, v in sorted(pins.items())]
+    parts += [f"without {k}" for k in experiment.get("removed", ())]
+    what = " + ".join(parts) or experiment["name"]
+    if experiment["name"] in ("forced-pin", "removal", "forced-dependencies"):
+        what += " (--no-deps)"
+    return what
 
 
 def cause_text(cause: Mapping[str, Any]) -> str:
     """The cause in a few words, for the CLI and the site."""
     kind = cause["kind"]
     if kind in ("framework", "dependency"):
-        old, new = cause["versions"]
-        return f"{kind}: {cause['package']} {old} → {new}"
+        old, new = (v or "absent" for v in cause["versions"])
+        forced = " (declared range overridden)" if cause.get("overrides_declared_range") else ""
+        return f"{kind}: {cause['package']} {old} → {new}{forced}"
     if kind == "dependencies":
-        return "dependencies together: " + ", ".join(cause["packages"])
+        forced = " (declared range overridden)" if cause.get("overrides_declared_range") else ""
+        return "dependencies together: " + ", ".join(cause["packages"]) + forced
     if kind == "python":
         return f"Python {cause['versions'][0]} → {cause['versions'][1]}"
     return kind
@@ -326,6 +465,16 @@ def same_flip(entry: Mapping[str, Any], flip: Flip,
     """Whether a stored entry still describes ``flip`` (same cells, labels and environments)."""
     fresh = base_entry(flip, diff)
     return all(entry.get(k) == v for k, v in fresh.items())
+
+
+def reuses(previous: Mapping[str, Any], flip: Flip,
+           diff: Mapping[str, Sequence[Optional[str]]]) -> bool:
+    """Whether ``previous`` holds a cause for ``flip`` that a run of the undetermined flips
+    keeps: an entry that still describes the flip and is neither undetermined nor unmeasured."""
+    entry = next((e for e in previous.get("flips", [])
+                  if (e["from"]["cell"], e["to"]["cell"], e["clause"]) == flip.key), None)
+    return (entry is not None and same_flip(entry, flip, diff)
+            and entry["cause"]["kind"] not in ("undetermined", "unmeasured"))
 
 
 def document(flips: Sequence[Flip], diffs: Mapping[tuple, Mapping],
@@ -426,16 +575,21 @@ def _requirements(cell: Mapping[str, Any]) -> list[str]:
 
 @dataclass
 class Experiment:
-    name: str  # control | pin | python | dependencies | today
+    name: str  # control | pin | python | dependencies | today, or one of NO_DEPS
     cell: dict[str, Any]  # the cell as run (its python or cutoff may be changed)
     pins: dict[str, str]
     python: Optional[str] = None
     result: Optional[Mapping[str, Any]] = None
     seconds: float = 0.0
+    #: For a NO_DEPS experiment: the later cell's recorded environment, installed exactly
+    #: (``--no-deps``) with the pins applied and ``removed`` left out.
+    environment: Optional[dict[str, str]] = None
+    removed: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
-        pins = "+".join(f"{k}-{v}" for k, v in sorted(self.pins.items()))
+        pins = "+".join([f"{k}-{v}" for k, v in sorted(self.pins.items())]
+                        + [f"no-{k}" for k in self.removed])
         if len(pins) > 80:  # a joint pin of many packages: a folder name has 255 bytes
             pins = f"{len(self.pins)}-pins-" + hashlib.sha256(pins.encode()).hexdigest()[:12]
         extra = f"-py{self.python}" if self.python else ""
@@ -443,7 +597,14 @@ class Experiment:
                       f"-{self.cell['id']}")
 
     def install(self) -> list[str]:
-        """The cell's pair, except a pinned one (Starlette in a FastAPI cell), then the pins."""
+        """The cell's pair, except a pinned one (Starlette in a FastAPI cell), then the pins;
+        or, with an ``environment``, every package of it at its version (the pins' instead),
+        without ``removed`` and without dependency resolution (``--no-deps``)."""
+        if self.environment is not None:
+            exact = {normalise(k): v for k, v in self.environment.items()}
+            exact.update({normalise(k): v for k, v in self.pins.items()})
+            return ["--no-deps"] + [f"{k}=={v}" for k, v in sorted(exact.items())
+                                    if k not in self.removed]
         pair = [r for r in _requirements(self.cell) if r.split("==")[0] not in self.pins]
         return pair + [f"{k}=={v}" for k, v in sorted(self.pins.items())]
 
@@ -457,7 +618,8 @@ def _run_all(batch: Sequence[Experiment], run: CellRunner, jobs: int, scratch: P
         folder = scratch / exp.slug
         shutil.rmtree(folder, ignore_errors=True)
         results.write(folder / f"{exp.cell['id']}.json", dict(exp.result))  # type: ignore[arg-type]
-        what = _what({"name": exp.name, "pins": exp.pins, "python": exp.python})
+        what = _what({"name": exp.name, "pins": exp.pins, "python": exp.python,
+                      "removed": exp.removed})
         log(f"  {exp.cell['id']} {exp.name} {what if exp.name != 'control' else ''}".rstrip()
             + f": {exp.result['state']} in {exp.seconds:.1f} s")
 
@@ -490,6 +652,10 @@ def measure_pair(flips: Sequence[Flip], before: Mapping[str, Any], after: Mappin
     if a_cell["python"] != b_cell["python"]:
         batch.append(Experiment("python", {**b_cell, "python": a_cell["python"]}, {},
                                 python=a_cell["python"]))
+    earlier = diff.get(framework, [None, None])[0]
+    if b_packages and earlier is not None:
+        batch.append(Experiment("earlier-framework", b_cell, {framework: earlier},
+                                environment=dict(b_packages)))
     log(f"{a_cell['id']} -> {b_cell['id']}: {len(flips)} flip(s), differing "
         + (", ".join(f"{k} {v[0]}->{v[1]}" for k, v in diff.items()) or "nothing")
         + f"; {len(batch)} run(s)")
@@ -500,6 +666,27 @@ def measure_pair(flips: Sequence[Flip], before: Mapping[str, Any], after: Mappin
         joint = Experiment("dependencies", b_cell, dict(pins))
         _run_all([joint], run, jobs, folder, log)
         batch.append(joint)
+        records = {f.key: _records(batch, f, b_packages) for f in flips}
+    # What resolution could not try, tried in copies of the later environment: each change
+    # alone (always, so that a second sufficient cause is not missed), then all at once (only
+    # while the cause is still undetermined).
+    for step, kinds in ((narrowing, ("framework", "undetermined", "dependency", "python",
+                                     "dependencies")), (forced_joint, ("undetermined",))):
+        open_keys = [f.key for f in flips
+                     if decide(f, diff, records[f.key])["kind"] in kinds
+                     and _control_reproduces(records[f.key], f)]
+        wanted: list[dict[str, Any]] = []
+        for key in open_keys:
+            found = step(diff, framework, records[key])
+            for w in ([found] if isinstance(found, dict) else found or []):
+                if w not in wanted:
+                    wanted.append(w)
+        if not wanted or not b_packages:
+            continue
+        more = [Experiment(w["name"], b_cell, dict(w["pins"]), environment=dict(b_packages),
+                           removed=tuple(w["removed"])) for w in wanted]
+        _run_all(more, run, jobs, folder, log)
+        batch += more
         records = {f.key: _records(batch, f, b_packages) for f in flips}
     todays: dict[str, Experiment] = {}
     for flip in flips:
@@ -540,7 +727,13 @@ def add_framework_files(entries: Mapping[tuple, dict[str, Any]],
 def _records(batch: Sequence[Experiment], flip: Flip,
              after_packages: Mapping[str, str]) -> list[dict[str, Any]]:
     return [experiment_record(e.name, e.pins, e.python, e.result or {}, flip.clause,
-                              flip.before, after_packages) for e in batch]
+                              flip.before, after_packages, e.removed) for e in batch]
+
+
+def _control_reproduces(records: Sequence[Mapping[str, Any]], flip: Flip) -> bool:
+    control = next((r for r in records if r["name"] == "control"), None)
+    return (control is not None and control.get("state") == "ok"
+            and (control.get("verdict"), control.get("label")) == flip.after.outcome())
 
 
 def _today(exp: Experiment, clause: str, cause: Mapping[str, Any]) -> dict[str, Any]:
@@ -569,6 +762,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure at most N pairs of releases that need experiments")
     p.add_argument("--unmeasured", action="store_true",
                    help="only flips the attribution file does not attribute yet")
+    p.add_argument("--undetermined", action="store_true",
+                   help="only flips the attribution file leaves undetermined or unattributed")
     p.add_argument("--list", action="store_true",
                    help="print the flips and what differs; run nothing, write nothing")
     p.add_argument("--no-today", action="store_true",
@@ -618,6 +813,8 @@ def command(args: argparse.Namespace) -> int:
         chosen = [f for f in chosen
                   if not (f.key in done and same_flip(done[f.key], f, diffs[f.key])
                           and done[f.key]["cause"]["kind"] != "unmeasured")]
+    if args.undetermined and previous:
+        chosen = [f for f in chosen if not reuses(previous, f, diffs[f.key])]
     for line in skipped:
         print(f"not compared: {line}")
     print(f"{len(flips)} flip(s) in {args.results}; {len(chosen)} chosen")

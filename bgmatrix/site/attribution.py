@@ -39,12 +39,13 @@ def load(path: Path | None = None) -> dict[str, Any] | None:
 
 def cause_text(cause: Mapping[str, Any]) -> str:
     kind = cause["kind"]
+    forced = " (declared range overridden)" if cause.get("overrides_declared_range") else ""
     if kind in ("framework", "dependency"):
-        old, new = cause["versions"]
+        old, new = (v or "absent" for v in cause["versions"])
         return f"{'the framework' if kind == 'framework' else 'a dependency'}: " \
-               f"{cause['package']} {old} → {new}"
+               f"{cause['package']} {old} → {new}{forced}"
     if kind == "dependencies":
-        return "dependencies together: " + ", ".join(cause["packages"])
+        return "dependencies together: " + ", ".join(cause["packages"]) + forced
     if kind == "python":
         return f"Python {cause['versions'][0]} → {cause['versions'][1]}"
     return {"undetermined": "undetermined", "unstable": "not reproducible",
@@ -95,7 +96,10 @@ def clause_section(clause_id: str, root: str = "../", path: Path | None = None) 
         rows.append([text(line), change, labels, cause + _files(e) + _today(e)])
     return ["## Why the label changes", "",
             "Measured by `bgmatrix attribute`: the later release re-run with one differing "
-            "dependency at the earlier release's version at a time; the package whose pin "
-            "brings the earlier label back is the cause.", "",
+            "dependency at the earlier release's version at a time, and the earlier release "
+            "installed into an exact copy of the later environment (`--no-deps`). If the "
+            "earlier release brings the earlier label back there, the framework is the cause; "
+            "otherwise the package whose pin, removal or forced pin brings it back is. A forced "
+            "pin ignores the release's declared range, and the cause says so.", "",
             raw(Markup("<section data-search-exclude>{}</section>").format(
                 table(["Line", "From → to", "Label", "Cause"], rows))), ""]

@@ -201,35 +201,199 @@ def test_a_python_change_is_tried_and_can_be_the_cause():
     assert attribute.decide(flip, diff, runs)["kind"] == "python"
 
 
+def fa_flip():
+    """MW-2 at FastAPI 0.84.0 -> 0.85.0 (py3.8, highest Starlette): 0.85.0's declared range
+    refuses Starlette 0.19.1, so the ordinary pin cannot install."""
+    return Flip("fastapi", "py3.8, highest Starlette", "MW-2",
+                side("fa-0.84.0_st-0.19.1_py3.8", "0.84.0", "a", "deviates"),
+                side("fa-0.85.0_st-0.20.4_py3.8", "0.85.0", "b"))
+
+
+FA_DIFF = {"fastapi": ["0.84.0", "0.85.0"], "starlette": ["0.19.1", "0.20.4"]}
+
+
+def forced(name, pins=None, removed=None, label="b", **kw):
+    """A record of an experiment in a copy of the later environment (``--no-deps``)."""
+    record = exp(name, pins, label, **kw)
+    record["no_deps"] = True
+    if removed:
+        record["removed"] = removed
+    return record
+
+
+def test_the_earlier_framework_in_the_later_environment_bringing_the_label_back_is_the_cause():
+    runs = [exp("control", label="b"), exp("pin", {"starlette": "0.19.1"}, state="install-error"),
+            forced("earlier-framework", {"fastapi": "0.84.0"}, label="a", verdict="deviates",
+                   reverts=True)]
+    cause = attribute.decide(fa_flip(), FA_DIFF, runs)
+    assert cause["kind"] == "framework" and cause["versions"] == ["0.84.0", "0.85.0"]
+    assert cause["note"].startswith("fastapi 0.84.0 in a copy of the later environment")
+    assert "overrides_declared_range" not in cause
+    # ... unless a dependency alone brings it back too: then both suffice, and neither is named
+    both = runs + [forced("forced-pin", {"starlette": "0.19.1"}, label="a", verdict="deviates",
+                          reverts=True)]
+    cause = attribute.decide(fa_flip(), FA_DIFF, both)
+    assert cause["kind"] == "undetermined"
+    assert "and so does each of starlette==0.19.1 (--no-deps) alone" in cause["note"]
+
+
+def test_a_forced_pin_outside_the_declared_range_can_be_the_cause_and_says_so():
+    runs = [exp("control", label="b"), exp("pin", {"starlette": "0.19.1"}, state="install-error"),
+            forced("earlier-framework", {"fastapi": "0.84.0"}),
+            forced("forced-pin", {"starlette": "0.19.1"}, label="a", verdict="deviates",
+                   reverts=True)]
+    cause = attribute.decide(fa_flip(), FA_DIFF, runs)
+    assert cause["kind"] == "dependency" and cause["package"] == "starlette"
+    assert cause["versions"] == ["0.19.1", "0.20.4"]
+    assert cause["overrides_declared_range"] is True
+    assert "the declared range was overridden" in cause["note"]
+    assert attribute.cause_text(cause) == ("dependency: starlette 0.19.1 → 0.20.4 (declared "
+                                           "range overridden)")
+    assert site_attribution.cause_text(cause).endswith("(declared range overridden)")
+
+
+def test_the_earlier_framework_keeping_the_later_label_with_nothing_else_is_undetermined():
+    runs = [exp("control", label="b"), exp("pin", {"starlette": "0.19.1"}, state="install-error"),
+            forced("earlier-framework", {"fastapi": "0.84.0"}),
+            forced("forced-pin", {"starlette": "0.19.1"})]
+    cause = attribute.decide(fa_flip(), FA_DIFF, runs)
+    assert cause["kind"] == "undetermined"
+    assert "still reads as the later release" in cause["note"]
+    assert "needs the earlier framework and the earlier environment together" in cause["note"]
+
+
+def test_a_forced_install_that_does_not_import_is_undetermined_with_what_was_tried():
+    runs = [exp("control", label="b"), exp("pin", {"starlette": "0.19.1"}, state="install-error"),
+            forced("earlier-framework", {"fastapi": "0.84.0"}, state="import-error"),
+            forced("forced-pin", {"starlette": "0.19.1"}, state="import-error")]
+    cause = attribute.decide(fa_flip(), FA_DIFF, runs)
+    assert cause["kind"] == "undetermined"
+    assert cause["note"].count("did not run (resolution failed)") == 3
+    assert "fastapi 0.84.0 in a copy of the later environment" in cause["note"]
+    assert "starlette==0.19.1 (--no-deps) did not run" in cause["note"]
+
+
+def test_a_package_new_in_the_later_environment_is_removed_and_can_be_the_cause():
+    diff = {**ANYIO_DIFF, "exceptiongroup": [None, "1.1.3"]}
+    runs = [exp("control"), exp("pin", {"anyio": "3.7.1"}),
+            forced("earlier-framework", {"starlette": "0.31.1"}, label="propagated"),
+            forced("removal", removed=["exceptiongroup"], label="swallowed", verdict="deviates",
+                   reverts=True)]
+    cause = attribute.decide(mw3_flip(), diff, runs)
+    assert cause["kind"] == "dependency" and cause["package"] == "exceptiongroup"
+    assert cause["versions"] == [None, "1.1.3"]
+    assert "removing exceptiongroup 1.1.3" in cause["note"]
+    assert attribute.cause_text(cause) == "dependency: exceptiongroup absent → 1.1.3"
+    assert site_attribution.cause_text(cause) == "a dependency: exceptiongroup absent → 1.1.3"
+    # a removal that ran fills the gap a new package used to leave; a swap that did not run
+    # is one, and named
+    runs[-1] = forced("removal", removed=["exceptiongroup"], label="propagated")
+    runs[2] = forced("earlier-framework", {"starlette": "0.31.1"}, state="import-error")
+    cause = attribute.decide(mw3_flip(), diff, runs)
+    assert cause["kind"] == "undetermined" and "exceptiongroup 1.1.3 is new" not in cause["note"]
+    assert "starlette 0.31.1 in a copy of the later environment" in cause["note"]
+
+
+def test_narrowing_removes_new_packages_adds_lost_ones_and_forces_refused_pins():
+    diff = {"fastapi": ["0.110.3", "0.111.0"], "orjson": [None, "3.10.3"],
+            "ujson": ["5.9.0", None], "pydantic": ["2.7.0", "2.7.1"],
+            "starlette": ["0.37.1", "0.37.2"]}
+    ran = [exp("control"), exp("pin", {"pydantic": "2.7.0"}),
+           exp("pin", {"starlette": "0.37.1"}, state="install-error")]
+    assert attribute.narrowing(diff, "fastapi", ran) == [
+        {"name": "removal", "pins": {}, "removed": ["orjson"]},
+        {"name": "forced-pin", "pins": {"starlette": "0.37.1"}, "removed": []},
+        {"name": "forced-pin", "pins": {"ujson": "5.9.0"}, "removed": []}]
+    done = ran + [forced("removal", removed=["orjson"]),
+                  forced("forced-pin", {"starlette": "0.37.1"}),
+                  forced("forced-pin", {"ujson": "5.9.0"})]
+    assert attribute.narrowing(diff, "fastapi", done) == []
+    # all at once, when no single change brings the label back: the earlier environment
+    assert attribute.forced_joint(diff, "fastapi", done) == {
+        "name": "forced-dependencies", "removed": ["orjson"],
+        "pins": {"pydantic": "2.7.0", "starlette": "0.37.1", "ujson": "5.9.0"}}
+    done[-1] = forced("forced-pin", {"ujson": "5.9.0"}, label="a", reverts=True)
+    assert attribute.forced_joint(diff, "fastapi", done) is None
+    assert attribute.forced_joint(FA_DIFF, "fastapi", done) is None  # one package: no joint
+
+
+def test_a_forced_joint_bringing_the_label_back_is_dependencies_with_the_range_overridden():
+    diff = {**FA_DIFF, "anyio": ["3.7.1", "4.2.0"]}
+    runs = [exp("control", label="b"), exp("pin", {"anyio": "3.7.1"}, label="b"),
+            exp("pin", {"starlette": "0.19.1"}, state="install-error"),
+            exp("dependencies", {"anyio": "3.7.1", "starlette": "0.19.1"}, state="install-error"),
+            forced("earlier-framework", {"fastapi": "0.84.0"}),
+            forced("forced-pin", {"starlette": "0.19.1"}),
+            forced("forced-dependencies", {"anyio": "3.7.1", "starlette": "0.19.1"}, label="a",
+                   verdict="deviates", reverts=True)]
+    cause = attribute.decide(fa_flip(), diff, runs)
+    assert cause["kind"] == "dependencies" and cause["packages"] == ["anyio", "starlette"]
+    assert cause["overrides_declared_range"] is True
+
+
+def test_an_experiment_in_a_copy_of_the_later_environment_installs_it_exactly_without_deps():
+    cell = {"id": "fa-0.85.0_st-0.20.4_py3.8", "fastapi": "0.85.0", "starlette": "0.20.4"}
+    env = {"FastAPI": "0.85.0", "starlette": "0.20.4", "anyio": "3.6.1", "orjson": "3.8.0"}
+    swap = attribute.Experiment("earlier-framework", cell, {"fastapi": "0.84.0"}, environment=env)
+    assert swap.install() == ["--no-deps", "anyio==3.6.1", "fastapi==0.84.0", "orjson==3.8.0",
+                              "starlette==0.20.4"]
+    gone = attribute.Experiment("removal", cell, {}, environment=env, removed=("orjson",))
+    assert gone.install() == ["--no-deps", "anyio==3.6.1", "fastapi==0.85.0", "starlette==0.20.4"]
+    assert gone.slug == "removal-no-orjson-fa-0.85.0_st-0.20.4_py3.8"
+
+
+def test_undetermined_selects_flips_without_a_cause_that_still_describe_the_same_flip():
+    flip = mw3_flip()
+    entry = {**attribute.base_entry(flip, ANYIO_DIFF), "experiments": [],
+             "cause": {"kind": "framework", "note": "n"}}
+    assert attribute.reuses({"flips": [entry]}, flip, ANYIO_DIFF)
+    entry["cause"] = {"kind": "undetermined", "note": "n"}
+    assert not attribute.reuses({"flips": [entry]}, flip, ANYIO_DIFF)
+    assert not attribute.reuses({"flips": []}, flip, ANYIO_DIFF)
+
+
 # --------------------------------------------------------------------------- measuring
 
 
-def fake_runner(labels, calls):
-    """A cell runner that answers from ``labels``: pins (as a frozenset of requirements beyond
-    the framework) -> label, with an environment that honours the pins."""
+def fake_runner(label_of, calls, refuse=()):
+    """A cell runner that reads MW-3 off the environment it builds: ``label_of(packages)``.
+    An ordinary install resolves (the cell's pair plus anyio and idna, the pins honoured) and
+    fails for a requirement in ``refuse``; a ``--no-deps`` install is exactly what it names."""
 
     def run(cell, install):
         calls.append((cell["id"], cell.get("cutoff"), tuple(install)))
-        extra = frozenset(r for r in install if not r.startswith(("starlette==", "fastapi==")))
         today = cell.get("cutoff") is None
-        label = labels["today-" + cell["starlette"]] if today else labels[extra]
-        packages = {"starlette": cell["starlette"], "anyio": "4.0.0", "idna": "3.4"}
-        if today:
-            packages["anyio"] = "4.5.2"
-        for req in extra:
-            name, version = req.split("==")
-            packages[name] = version
-        verdict = "deviates" if label == "swallowed" else "conforms"
+        if install[:1] == ["--no-deps"]:
+            packages = dict(r.split("==") for r in install[1:])
+        else:
+            packages = {"anyio": "4.5.2" if today else "4.0.0", "idna": "3.4",
+                        **dict(r.split("==") for r in install)}
         from tests.unit.test_results import sample
 
         data = sample(cell["id"])
-        data["cell"].update(kind="starlette", fastapi=None, starlette=cell["starlette"],
-                            python=cell["python"], cutoff=cell.get("cutoff"))
+        data["cell"].update(kind=cell.get("kind", "starlette"), fastapi=cell.get("fastapi"),
+                            starlette=cell["starlette"], python=cell["python"],
+                            cutoff=cell.get("cutoff"))
+        refused = [r for r in install if r in refuse and install[:1] != ["--no-deps"]]
+        if refused:
+            from bgmatrix.run import runner
+
+            return runner.result_for(data["cell"], "install-error",
+                                     f"because you require {refused[0]}, we can conclude "
+                                     "that your requirements are unsatisfiable.",
+                                     data["provenance"])
+        label = label_of(packages)
+        verdict = "deviates" if label == "swallowed" else "conforms"
         data["provenance"]["packages"] = packages
         data["clauses"] = {"MW-3": {"verdict": verdict, "label": label, "tests": []}}
         return data
 
     return run
+
+
+def by_anyio(packages):
+    """MW-3 as at the Starlette 0.32.0 boundary: it follows anyio, whatever Starlette is."""
+    return "swallowed" if packages.get("anyio") == "3.7.1" else "propagated"
 
 
 def boundary():
@@ -246,19 +410,21 @@ def test_measuring_a_pair_runs_control_pins_and_today_and_writes_only_to_scratch
     found = boundary()
     flips, _ = attribute.find_flips(found, {})
     calls: list = []
-    labels = {frozenset(): "propagated", frozenset({"anyio==3.7.1"}): "swallowed",
-              "today-0.31.1": "propagated", "today-0.32.0": "propagated"}
     entries = attribute.measure_pair(flips, found["st-0.31.1_py3.8"], found["st-0.32.0_py3.8"],
-                                     run=fake_runner(labels, calls), jobs=1,
+                                     run=fake_runner(by_anyio, calls), jobs=1,
                                      scratch=tmp_path / "scratch", log=lambda line: None)
     entry = entries[flips[0].key]
     assert entry["cause"]["kind"] == "dependency" and entry["cause"]["package"] == "anyio"
     assert [(e["name"], e["pins"], e["reverts"]) for e in entry["experiments"]] == [
-        ("control", {}, False), ("pin", {"anyio": "3.7.1"}, True)]
+        ("control", {}, False), ("pin", {"anyio": "3.7.1"}, True),
+        ("earlier-framework", {"starlette": "0.31.1"}, False)]
+    # the earlier Starlette in an exact copy of the later environment, no resolution
+    assert ("st-0.32.0_py3.8", "2023-01-01T00:00:00Z",
+            ("--no-deps", "anyio==4.0.0", "idna==3.4", "starlette==0.31.1")) in calls
     # today's environment: both releases without the cutoff (the newest anyio they allow)
     assert entry["today"]["from"]["packages"] == {"anyio": "4.5.2"}
     assert entry["today"]["from"]["label"] == "propagated"
-    assert sorted(c[1] is None for c in calls) == [False, False, True, True]
+    assert sorted(c[1] is None for c in calls) == [False, False, False, True, True]
     assert ("st-0.32.0_py3.8", "2023-01-01T00:00:00Z",
             ("starlette==0.32.0", "anyio==3.7.1")) in calls
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("st-*.json"))
@@ -270,6 +436,44 @@ def test_measuring_a_pair_runs_control_pins_and_today_and_writes_only_to_scratch
     assert attribute.write(attribute.document(flips, {flips[0].key: ANYIO_LIKE(found)}, entries,
                                               attribute.load(path), "s1"), path) is False
     assert json.loads(path.read_text())["flips"][0]["cause"]["package"] == "anyio"
+
+
+def test_measuring_a_fastapi_pair_forces_the_refused_starlette_into_the_later_environment(
+        tmp_path):
+    """MW-3 follows Starlette here; the ordinary pin is refused, so the earlier FastAPI in the
+    later environment and the earlier Starlette forced into it (--no-deps) decide."""
+    def cell(fa, st_version):
+        return stored(f"fa-{fa}_st-{st_version}_py3.8", kind="fastapi", fastapi=fa,
+                      starlette=st_version,
+                      packages={"fastapi": fa, "starlette": st_version, "anyio": "4.0.0",
+                                "idna": "3.4"},
+                      clauses={"MW-3": ["deviates" if st_version == "0.19.1" else "conforms",
+                                        "swallowed" if st_version == "0.19.1" else "propagated"]})
+
+    found = {r["cell"]["id"]: r for r in (cell("0.84.0", "0.19.1"), cell("0.85.0", "0.20.4"))}
+    flips, _ = attribute.find_flips(found, {})
+    calls: list = []
+
+    def by_starlette(packages):
+        return "swallowed" if packages["starlette"] == "0.19.1" else "propagated"
+
+    a, b = found.values()
+    entries = attribute.measure_pair(flips, a, b, jobs=1, scratch=tmp_path, today=False,
+                                     run=fake_runner(by_starlette, calls,
+                                                     refuse=("starlette==0.19.1",)),
+                                     log=lambda line: None)
+    entry = entries[flips[0].key]
+    assert [(e["name"], e["state"], e["reverts"]) for e in entry["experiments"]] == [
+        ("control", "ok", False), ("pin", "install-error", False),
+        ("earlier-framework", "ok", False), ("forced-pin", "ok", True)]
+    assert entry["cause"]["kind"] == "dependency" and entry["cause"]["package"] == "starlette"
+    assert entry["cause"]["overrides_declared_range"] is True
+    assert ("fa-0.85.0_st-0.20.4_py3.8", "2023-01-01T00:00:00Z",
+            ("--no-deps", "anyio==4.0.0", "fastapi==0.85.0", "idna==3.4", "starlette==0.19.1")
+            ) in calls
+    assert all(e["also_changed"] == {} for e in entry["experiments"])
+    doc = attribute.document(flips, {flips[0].key: entry["differing"]}, entries, None, "s1")
+    assert attribute.write(doc, tmp_path / "attribution.json") is True  # valid by the schema
 
 
 def ANYIO_LIKE(found):  # noqa: N802 - reads as the diff it is
