@@ -55,6 +55,11 @@ VERBS: dict[str, tuple[str, str]] = {
                   "find why labels flip between adjacent releases: re-run with one dependency "
                   "pinned at a time -> matrix/attribution.json"),
     "deploy": ("bgmatrix.run.deploy", "measure the Deployment chapter per server and adapter"),
+    "probe": ("bgmatrix.run.probe", "measure how each server release delivers ASGI, with no "
+              "framework -> matrix/server-probes.json"),
+    "fidelity": ("bgmatrix.run.fidelity",
+                 "run each line's own background and middleware tests (from its sdist) in one "
+                 "cell per line -> matrix/fidelity.json"),
 }
 
 

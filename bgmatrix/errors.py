@@ -28,7 +28,11 @@ and keeps its traceback.
     ├── PublishError                 --publish without a site URL or commit (bgmatrix.site.cite)
     ├── DecisionInputError           a decision input is unreadable  (bgmatrix.site.decision)
     ├── RegressionError              candidates/regression.json is broken (bgmatrix.site.regression)
-    └── AttributionError             matrix/attribution.json is broken     (bgmatrix.run.attribute)
+    ├── AttributionError             matrix/attribution.json is broken     (bgmatrix.run.attribute)
+    ├── FidelityError                matrix/fidelity.json is missing, corrupt or refused by its
+    │                                schema (run.fidelity writes it, site.fidelity reads it)
+    └── ProbeError                   matrix/server-probes.json is missing, corrupt or refused by
+                                     its schema (run.probe writes it, site.agreement reads it)
 
 Classes are defined where they are raised (and stay importable there); the ones every layer
 shares are defined here. This module is stdlib-only and imports nothing from bgmatrix, so any
@@ -69,6 +73,15 @@ class PlanError(BgmatrixError):
 
 class PlanFileError(PlanError):
     """matrix/plan.json is missing, corrupt or of another schema."""
+
+
+class FidelityError(BgmatrixError):
+    """matrix/fidelity.json cannot be read or written (the runner writes it, the site reads
+    it)."""
+
+
+class ProbeError(BgmatrixError):
+    """matrix/server-probes.json cannot be read (the runner writes it, the site reads it)."""
 
 
 class DeployError(BgmatrixError):

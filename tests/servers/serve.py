@@ -1,0 +1,26 @@
+"""Serve the probe app (tests/servers/apps.py) exactly as wire mode serves its apps.
+
+Run inside the cell as ``python tests/servers/serve.py``.  Everything about starting a server
+(the first stdout line, the watchdog, each server's options and socket hand-over) is
+tests/wire/serve.py, imported rather than copied, so a probe sees the server configured as the
+wire evidence it explains; wire mode's files are not edited, so its method hash
+(bgmatrix/run/wire.py ``wire_hash``) stays what it was.  The probe app is registered as
+``apps`` before wire mode's launcher imports that name, and the launcher's folder is pointed
+here, because granian's worker imports ``apps:app`` by name from that folder.  Python 3.8+.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import apps  # noqa: E402,F401  (the probe app, bound to the name wire mode's launcher imports)
+
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "wire"))
+
+import serve  # noqa: E402  (tests/wire/serve.py; finds ``apps`` already imported)
+
+serve.HERE = HERE
+
+if __name__ == "__main__":
+    serve.main()
