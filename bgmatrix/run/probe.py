@@ -371,17 +371,23 @@ def command(args: argparse.Namespace) -> int:
     cells = {c["id"]: dict(c) for c in store.load_cells()}
     measured: dict[str, dict] = {}
     complete = True
+    by_cell: dict[str, list[str]] = {}
+    for release in chosen:  # one environment per cell, whatever it serves
+        by_cell.setdefault(served[release][0], []).append(release)
     try:
-        for release in chosen:
-            cell_id, server = served[release]
-            version = release.split(" ", 1)[1]
+        for cell_id, releases in by_cell.items():
+            # uvicorn goes into the cell's own environment, so it is probed last: the servers
+            # installed into folders of their own are pinned to the environment as built.
+            releases.sort(key=lambda release: served[release][1] == "uvicorn")
             with tempfile.TemporaryDirectory(prefix="bgmatrix-probe-env-") as tmp:
-                python = runner.build_env(cells[cell_id], Path(tmp) / "env")
-                entry = observe(Path(python), cells[cell_id], server, version)
-            measured[release] = entry
-            complete &= entry["state"] == "ok"
-            print(f"{release} ({cell_id}): {entry['state']}"
-                  + (f" ({entry['message']})" if entry["message"] else ""), flush=True)
+                python = Path(runner.build_env(cells[cell_id], Path(tmp) / "env"))
+                for release in releases:
+                    server, version = served[release][1], release.split(" ", 1)[1]
+                    entry = observe(python, cells[cell_id], server, version)
+                    measured[release] = entry
+                    complete &= entry["state"] == "ok"
+                    print(f"{release} ({cell_id}): {entry['state']}"
+                          + (f" ({entry['message']})" if entry["message"] else ""), flush=True)
     finally:  # an interrupted run keeps every release it finished
         if measured:
             write_text_if_changed(out, dumps(record(measured, old)))
