@@ -52,16 +52,16 @@ from typing import Any
 
 import httpx
 
-from bgmatrix import results
-from bgmatrix.errors import ProbeError, UsageError
-from bgmatrix.files import read_checked, write_text_if_changed
+from bgmatrix import agreement, results
+from bgmatrix.errors import UsageError
+from bgmatrix.files import write_text_if_changed
 from bgmatrix.plan import store
 from bgmatrix.run import deploy, env, wire
 from bgmatrix.spec import ROOT
 
 PROBE_APPS = ROOT / "tests" / "servers"
 LAUNCHER = PROBE_APPS / "serve.py"
-PROBES_PATH = ROOT / "matrix" / "server-probes.json"
+PROBES_PATH = agreement.PROBES_PATH  # the record; bgmatrix/agreement.py reads it
 FORMAT = 1
 REPEATS = 3  # runs of each timing-sensitive probe
 SETTLE = 4.0  # seconds for a probe's fact to appear: its gate deadline plus a margin
@@ -313,12 +313,6 @@ def probe_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def load(path: Path = PROBES_PATH) -> dict | None:
-    """matrix/server-probes.json checked against its schema; None when there is none; a
-    corrupt or refused file is a one-line :class:`ProbeError`."""
-    return read_checked(path, "server-probes", ProbeError, "server probe record")
-
-
 def dumps(data: Mapping[str, Any]) -> str:
     return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
 
@@ -365,7 +359,7 @@ def command(args: argparse.Namespace) -> int:
     from bgmatrix.run import runner
 
     out = Path(args.out)
-    old = load(out)  # a corrupt record is refused before any work
+    old = agreement.load_probes(out)  # a corrupt record is refused before any work
     served = releases_in(Path(args.results))
     chosen = _chosen(args, served, old)
     cells = {c["id"]: dict(c) for c in store.load_cells()}

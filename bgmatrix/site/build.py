@@ -62,6 +62,7 @@ from bgmatrix.site import (
     model,
     pages,
     releases,
+    servers,
     suite,
 )
 from bgmatrix.spec import ROOT
@@ -86,8 +87,9 @@ def write(path: Path, data: str | bytes) -> None:
         path.write_text(data, encoding="utf-8")  # strict: text that is not clean is a bug here
 
 
-#: Fixed pages: home, matrix, decision, changes, history, downloads, the clause and cell index.
-FIXED_PAGES = 8
+#: Fixed pages: home, matrix, decision, changes, history, downloads, the clause and cell index,
+#: servers.
+FIXED_PAGES = 9
 PROGRESS_EVERY = 2.0  # seconds between progress lines while pages are generated
 
 
@@ -159,6 +161,7 @@ def generate(
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
     deployment.generate(page)  # deployment.md and spec/deployment.md (matrix/deployment.json)
+    page(servers.PAGE, servers.page(snapshot))  # matrix/server-probes.json
     for path in sorted(suite.SUITE_DIR.glob("test_*.py")):
         source = path.read_text(encoding="utf-8")
         page(f"suite/{path.stem}.md",

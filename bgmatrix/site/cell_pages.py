@@ -18,7 +18,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bgmatrix import results, vocabulary
+from bgmatrix import agreement, results
 from bgmatrix.results import Result
 from bgmatrix.site import cite, model, releases
 from bgmatrix.site.markup import clean, json_for_script
@@ -220,7 +220,7 @@ def cell_page(snapshot: model.Snapshot, result: Result, cite_data: CiteData | No
     if not rows and not conforming:
         lines.append("No clause verdicts: the suite did not run to completion.\n")
     if "wire" in result:
-        lines += wire_section(root, result)
+        lines += wire_section(root, result, snapshot.probes)
     lines += ["## Evidence", ""]
     rest = len(result["tests"]) - len(shown)
     lines.append(raw(part("para")(Markup(
@@ -400,9 +400,11 @@ def cite_picker(snapshot: model.Snapshot, result: Mapping[str, Any], default: st
         default, verdict, Markup(json_for_script(data.page_data(snapshot, cell_id))))
 
 
-def wire_section(root: str, result: Result) -> list[str]:
+def wire_section(root: str, result: Result,
+                 probes: Mapping[str, Any] | None = None) -> list[str]:
     """Raw-ASGI and wire (a real server and client) evidence side by side, one table per
-    server, disagreements flagged: the second source confirms or qualifies the first."""
+    server, disagreements flagged with their explanation (bgmatrix/agreement.py): the second
+    source confirms or qualifies the first."""
     lines = ["## Wire evidence", ""]
     for server, run in results.server_runs(result).items():
         version = results.server_version(run) or "?"
@@ -412,16 +414,18 @@ def wire_section(root: str, result: Result) -> list[str]:
         stale = results.stale_reason(result, server)
         if stale:  # kept by a run that did not re-measure it (carry_over)
             lines.append(raw(part("para")(text("Stale: " + stale, 600))))
-        differ = {d["clause"]: d
-                  for d in vocabulary.disagreements(result["clauses"], run["clauses"])}
+        differ = {d.clause: d for d in agreement.disagreements(result, probes)
+                  if d.server == server}
         rows = []
         for cid, entry in sorted(run["clauses"].items()):
             mine: Mapping[str, Any] = result["clauses"].get(cid, {})
-            flag = (f"disagree ({differ[cid].get('kind', '')})" if cid in differ
-                    else "agree" if mine.get("verdict") == entry["verdict"] else "—")
+            item = differ.get(cid)
+            flag = (f"disagree ({item.kind}): " + (item.explanation.text if item.explanation
+                                                   else "unexplained")
+                    if item else "agree" if mine.get("verdict") == entry["verdict"] else "—")
             rows.append([clause_link(root, cid),
                          text(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
-                         text(f"{entry['verdict']} · {entry['label']}", 200), flag])
+                         text(f"{entry['verdict']} · {entry['label']}", 200), text(flag, 900)])
         if rows:
             lines.append(raw(table(["Clause", "Raw ASGI", server, ""], rows)))
         lines.append("")

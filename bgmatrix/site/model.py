@@ -18,8 +18,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from bgmatrix import evidence, paths, results, schemas, spec, vocabulary
-from bgmatrix.errors import BgmatrixError
+from bgmatrix import agreement, evidence, paths, results, schemas, spec, vocabulary
+from bgmatrix.errors import BgmatrixError, ProbeError
 from bgmatrix.results import Result
 from bgmatrix.snapshot import read_run, snapshot_id_of
 from bgmatrix.spec import ROOT, Clause
@@ -190,9 +190,21 @@ class Snapshot:
     #: cell id -> SHA-256 of the stored file each result was read from (``load_results``),
     #: when known: the snapshot id is then looked up instead of hashed (``snapshot.content_hash``)
     stored: dict[str, str] | None = field(default=None, repr=False)
+    #: matrix/server-probes.json (``bgmatrix probe``), which explains disagreements; or None
+    probes: dict | None = field(default=None, repr=False)
     # Memos: every page asks for the same few timelines; results never change once loaded.
     _by_release: dict[str, dict[str, list[Result]]] = field(default_factory=dict, repr=False)
     _timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def disagreements(self) -> dict[str, list[agreement.Disagreement]]:
+        """Every disagreement between a cell's raw result and its wire runs, by clause, in
+        release order, each with its explanation (bgmatrix/agreement.py) or None."""
+        found: dict[str, list[agreement.Disagreement]] = {}
+        for result in self.cells():
+            for item in agreement.disagreements(result, self.probes):
+                found.setdefault(item.clause, []).append(item)
+        return found
 
     @cached_property
     def clause_by_id(self) -> dict[str, Clause]:
@@ -433,7 +445,11 @@ def load_snapshot(
         run = read_run(results_dir)
     except results.ResultError as exc:
         raise ReportError(str(exc)) from None
-    return Snapshot(clauses, found, plan, version, run, stored=stored)
+    try:
+        probes = agreement.load_probes()
+    except ProbeError as exc:
+        raise ReportError(str(exc)) from None
+    return Snapshot(clauses, found, plan, version, run, stored=stored, probes=probes)
 
 
 _PLANNED_KEYS = ("kind", "fastapi", "starlette", "python", "cutoff")

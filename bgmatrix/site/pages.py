@@ -20,7 +20,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bgmatrix import results, spec, vocabulary
+from bgmatrix import agreement, results, spec, vocabulary
 from bgmatrix.site import attribution, cite, deployment, history, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
@@ -504,28 +504,22 @@ def clause_page(
     return "\n".join(lines) + "\n"
 
 
-_SCHEDULED = re.compile(r"([\w./-]+)=([\w-]+)")
-
-
-def matching_schedules(raw_label: str, wire_label: str) -> list[str]:
-    """The schedules of a ``schedule-dependent (...)`` raw label whose outcome is the wire's
-    label for every case the wire observed (spec/index.md#schedules): the schedule that
-    reproduces the server's behaviour explains a disagreement."""
-    wire_cases, wire_bare = vocabulary.label_parts(wire_label)
-    wire_outcomes = set(wire_cases.values()) | wire_bare
-    per_schedule: dict[str, set[str]] = {}
-    for part_ in raw_label.split("; "):
-        if "schedule-dependent (" not in part_:
-            continue
-        for name, outcome in _SCHEDULED.findall(part_.split("(", 1)[1]):
-            per_schedule.setdefault(name, set()).add(outcome)
-    return sorted(name for name, outcomes in per_schedule.items()
-                  if outcomes and outcomes <= wire_outcomes)
+def _explained_flag(item: agreement.Disagreement, numbers: dict[str, int]) -> str:
+    """``disagree (kind)``, then the number of its explanation below the table, or
+    ``unexplained``."""
+    flag = f"disagree ({item.kind})"
+    if item.explanation is None:
+        return flag + "; unexplained"
+    number = numbers.setdefault(item.explanation.text, len(numbers) + 1)
+    return flag + f"; explained [{number}]"
 
 
 def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
     """The clause as a real client saw it through each server (wire mode), beside the raw-ASGI
-    verdict, for every cell that has wire evidence of it; disagreements first."""
+    verdict, for every cell that has wire evidence of it; disagreements first, each with its
+    explanation (bgmatrix/agreement.py), written once below the table."""
+    differ = {(d.cell, d.server): d for d in snapshot.disagreements.get(clause.id, [])}
+    numbers: dict[str, int] = {}
     rows = []
     for result in snapshot.cells():
         if clause.level != "Starlette" and result["cell"]["kind"] == "starlette":
@@ -535,33 +529,50 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
             wire = run.get("clauses", {}).get(clause.id)
             if wire is None:
                 continue
-            differ = vocabulary.disagreements({clause.id: mine}, {clause.id: wire})
-            flag = f"disagree ({differ[0].get('kind', '')})" if differ else (
-                "agree" if mine.get("verdict") == wire["verdict"] else "—")
-            explained = matching_schedules(str(mine.get("label", "")), str(wire["label"]))
-            if differ and explained:
-                flag += "; the server behaves like schedule " + ", ".join(explained)
+            item = differ.get((result["cell"]["id"], server))
+            flag = (_explained_flag(item, numbers) if item else
+                    "agree" if mine.get("verdict") == wire["verdict"] else "—")
             if results.stale_reason(result, server):
                 flag += " (stale: the wire method changed since)"
             raw_text = f"{mine.get('verdict', '-')} · {mine.get('label', '-')}"
             version = results.server_version(run) or "?"
-            rows.append((not differ, [link(cell_href(root, result["cell"]["id"]),
-                                           version_text(result["cell"])),
-                                      f"{server} {version}",
-                                      text(raw_text, 160),
-                                      text(f"{wire['verdict']} · {wire['label']}", 160), flag]))
+            rows.append((item is None, [link(cell_href(root, result["cell"]["id"]),
+                                             version_text(result["cell"])),
+                                        f"{server} {version}",
+                                        text(raw_text, 160),
+                                        text(f"{wire['verdict']} · {wire['label']}", 160), flag]))
     if not rows:
         return []
     rows.sort(key=lambda r: r[0])  # stable: disagreements first, then release order
-    return ["## On the wire", "",
-            "Re-observed through real servers on 127.0.0.1 with an httpx client (wire mode): "
-            "uvicorn (h11, asyncio), uvicorn with httptools and uvloop (`uvicorn-fast`), "
-            "hypercorn, granian and daphne, each at its release current at the cell's cutoff "
-            "and only where one installs. The raw-ASGI verdict stays the verdict of record.", "",
-            raw(Markup("<section data-search-exclude>{}</section>").format(  # cells: not searched
-                part("scroll")(table(["Cell", "Server", "Raw ASGI", "Wire", ""],
-                                     [r for _, r in rows])))),
-            ""]
+    items = list(differ.values())
+    unexplained = sum(d.explanation is None for d in items)
+    summary = (f"{len(rows)} wire runs of this clause; {len(items)} disagree with the raw "
+               f"verdict or label, "
+               + ("every one explained below." if not unexplained and items else
+                  "none." if not items else f"{unexplained} of them unexplained."))
+    lines = ["## On the wire", "",
+             "Re-observed through real servers on 127.0.0.1 with an httpx client (wire mode): "
+             "uvicorn (h11, asyncio), uvicorn with httptools and uvloop (`uvicorn-fast`), "
+             "hypercorn, granian and daphne, each at its release current at the cell's cutoff "
+             "and only where one installs. The raw-ASGI verdict stays the verdict of record. "
+             + summary, "",
+             raw(Markup("<section data-search-exclude>{}</section>").format(  # not searched
+                 part("scroll")(table(["Cell", "Server", "Raw ASGI", "Wire", ""],
+                                      [r for _, r in rows])))),
+             ""]
+    if numbers:
+        lines += ["### Why the sources differ", "",
+                  "Each explanation rests on a measurement: a raw schedule that gives the "
+                  "server's outcome, or a fact about the server probed with no framework "
+                  "(see [Servers](" + root + "servers.md)).", ""]
+        for explanation, number in numbers.items():
+            covered = [d for d in items if d.explanation and d.explanation.text == explanation]
+            servers = ", ".join(sorted({f"{d.server} {d.version}" for d in covered},
+                                       key=model.version_key))
+            lines.append(f"{number}. {esc(explanation, 900)} ({len(covered)} run(s): "
+                         f"{esc(servers, 600)}.)")
+        lines.append("")
+    return lines
 
 
 def clauses_index(snapshot: model.Snapshot) -> str:

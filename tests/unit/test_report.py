@@ -876,17 +876,6 @@ def test_report_prints_progress_and_ctrl_c_keeps_the_previous_build(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "none", "results", "site"]
 
 
-def test_a_wire_disagreement_is_explained_by_the_schedule_that_reproduces_it():
-    from bgmatrix.site import pages
-
-    raw = ("schedule-dependent (sync/send-yields-0=after-body async/send-yields-0=after-body "
-           "async/send-yields-1=before-body)")
-    assert pages.matching_schedules(raw, "response:after-body; stream:after-body") == [
-        "async/send-yields-0", "sync/send-yields-0"]
-    assert pages.matching_schedules(raw, "response:no-body") == []
-    assert pages.matching_schedules("before-body", "response:after-body") == []
-
-
 def _ctrl_c_right_after(monkeypatch, module, name):
     """Make ``module.name`` deliver a real SIGINT to this process just after it has created
     its file or folder: the narrowest window in which a Ctrl-C could orphan it."""
