@@ -238,14 +238,10 @@ async def probe(scope, receive, send):
     note(run, "app-returned", path)
 
 
-class App:
-    """The probe as ASGI 3 (``app(scope, receive, send)``) and, for servers too old to be told
-    the interface (uvicorn before 0.7), as ASGI 2 (``app(scope)(receive, send)``)."""
-
-    def __call__(self, scope, receive=None, send=None):
-        if receive is None:
-            return lambda receive, send: probe(scope, receive, send)
-        return probe(scope, receive, send)
+app = probe  # ASGI 3: what every server is told, or detects from the coroutine function
 
 
-app = App()
+def asgi2(scope):
+    """The probe as an ASGI 2 app, for a uvicorn too old to be told the interface (before
+    0.7), which calls ``app(scope)`` and awaits ``instance(receive, send)``."""
+    return lambda receive, send: probe(scope, receive, send)

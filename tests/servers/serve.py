@@ -14,7 +14,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import apps  # noqa: E402,F401  (the probe app, bound to the name wire mode's launcher imports)
+import apps  # noqa: E402  (the probe app, bound to the name wire mode's launcher imports)
 
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "wire"))
 
@@ -22,5 +22,19 @@ import serve  # noqa: E402  (tests/wire/serve.py; finds ``apps`` already importe
 
 serve.HERE = HERE
 
+
+def choose_interface():
+    """A uvicorn that cannot be told the interface calls every app as ASGI 2."""
+    if not serve.SERVER.startswith("uvicorn"):
+        return
+    import inspect
+
+    import uvicorn
+    config = getattr(uvicorn, "Config", None)
+    if config is None or "interface" not in inspect.signature(config.__init__).parameters:
+        apps.app = apps.asgi2
+
+
 if __name__ == "__main__":
+    choose_interface()
     serve.main()

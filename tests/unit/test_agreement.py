@@ -229,5 +229,20 @@ def test_the_probe_app_sees_a_cancellation_message_kept_by_asyncio(probe_app):
 
 def test_the_probe_app_is_also_an_asgi2_app(probe_app):
     """uvicorn before 0.7 calls ``app(scope)`` and awaits ``instance(receive, send)``."""
-    instance = probe_app.app({"type": "lifespan"})
-    assert callable(instance)
+    assert asyncio.iscoroutinefunction(probe_app.app)  # how hypercorn tells ASGI from WSGI
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    sent = []
+
+    async def go():
+        async def receive():
+            return request
+
+        async def send(message):
+            sent.append(message)
+
+        await probe_app.asgi2({"type": "http", "path": "/scope", "query_string": b""})(
+            receive, send)
+
+    asyncio.run(go())
+    assert sent[0]["type"] == "http.response.start" and json.loads(sent[1]["body"])[
+        "async_library"] == "asyncio"
