@@ -224,6 +224,17 @@ def _download(client: Any, package: DistributionPackage) -> bytes:
     return response.content
 
 
+def sdist(client: Any, project: str, version: str) -> Optional[tuple[str, bytes]]:
+    """``(file name, bytes)`` of the source distribution of ``project`` ``version`` (the first
+    by name when there are several), its sha256 checked; ``None`` when the release has none."""
+    files = project_files(client, project).get(str(_final_version(version)), [])
+    sdists = sorted((f for f in files if f.package_type == "sdist"),
+                    key=lambda f: (f.is_yanked, f.filename))
+    if not sdists:
+        return None
+    return sdists[0].filename, _download(client, sdists[0])
+
+
 def requires_dist_of(metadata: str) -> tuple[str, ...]:
     """Return the Requires-Dist lines of a core-metadata document, in order."""
     message = Parser().parsestr(metadata, headersonly=True)

@@ -12,6 +12,8 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from bgmatrix.errors import BgmatrixError
@@ -80,3 +82,26 @@ def freeze(python: Path) -> dict[str, str]:
         if sep:
             packages[name.strip().lower()] = version.strip()
     return packages
+
+
+def install_beside(python: Path, cutoff: str | None, requirements: Sequence[str], target: Path,
+                   timeout: float, exempt: Sequence[str] = ()) -> tuple[int, str]:
+    """Install ``requirements`` as of ``cutoff`` into ``target`` (``--target``), every package
+    of ``python``'s environment pinned at its version by a constraints file, so nothing the cell
+    holds can move and the cell's own folder is never written. Returns uv's exit code and
+    output (a timeout is exit code 1 with a sentence); the caller puts ``target`` on
+    ``PYTHONPATH``. Build tools, and the packages ``exempt`` names, are exempt from the
+    cutoff, as the build tools are in the cell's own install."""
+    cmd = [uv(), "pip", "install", "-q", "--python", str(python), "--target", str(target)]
+    if cutoff:
+        cmd += ["--exclude-newer", cutoff]
+        for tool in (*BUILD_TOOLS, *exempt):
+            cmd += ["--exclude-newer-package", f"{tool}=false"]
+    with tempfile.TemporaryDirectory(prefix="bgmatrix-pins-") as tmp:
+        pins = Path(tmp) / "constraints.txt"
+        pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(freeze(python).items())))
+        cmd += ["--constraint", str(pins), *requirements]
+        try:
+            return run(cmd, timeout, uv_env())
+        except subprocess.TimeoutExpired:
+            return 1, f"installing {' '.join(requirements)} did not finish in {timeout:g}s"
