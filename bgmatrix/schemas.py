@@ -9,6 +9,7 @@
     upstream     candidates/upstream/check.json   (bgmatrix.run.upstream)
     compat       candidates/compat.json           (bgmatrix.run.compat)
     attribution  matrix/attribution.json          (bgmatrix.run.attribute, bgmatrix.site)
+    fidelity     matrix/fidelity.json             (bgmatrix.run.fidelity, bgmatrix.site)
 
 One validator per schema (or ``$defs`` entry) is built once per process: building one costs
 far more than using it, and a full matrix is checked tens of thousands of times.

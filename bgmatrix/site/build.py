@@ -57,6 +57,7 @@ from bgmatrix.site import (
     decision,
     deployment,
     exports,
+    fidelity,
     history,
     matrix,
     model,
@@ -98,7 +99,8 @@ def page_total(snapshot: model.Snapshot) -> int:
     return (FIXED_PAGES + len(snapshot.clauses) + len(snapshot.results)
             + 1 + len(releases.releases(snapshot))  # releases/index.md and one per release
             + 1 + len(spec.CHAPTERS) + len(list(suite.SUITE_DIR.glob("test_*.py")))
-            + 1 + len(spec.APART))  # deployment.md and the chapters measured apart
+            + 1 + len(spec.APART)  # deployment.md and the chapters measured apart
+            + 1)  # fidelity.md
 
 
 def generate(
@@ -161,6 +163,7 @@ def generate(
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
     deployment.generate(page)  # deployment.md and spec/deployment.md (matrix/deployment.json)
+    fidelity.generate(page)  # fidelity.md (matrix/fidelity.json)
     page(servers.PAGE, servers.page(snapshot))  # matrix/server-probes.json
     for path in sorted(suite.SUITE_DIR.glob("test_*.py")):
         source = path.read_text(encoding="utf-8")

@@ -1,0 +1,762 @@
+"""``bgmatrix fidelity``: is a cell's environment the one its release was tested with?
+
+A cell is evidence only if the release behaves in it as it did in its own CI. So, for one cell
+per minor line (Starlette 0.3 … 1.10, FastAPI 0.10 … 0.165), the release's *own* tests that
+touch background tasks and middleware, taken from its source distribution, are run inside the
+cell's environment, and their pass counts are recorded in ``matrix/fidelity.json``.
+
+Which cell of a line (:func:`choose`): the line's newest release, because its patches carry the
+line's last test fixes, so its tests are the ones that line's code was last checked against.
+Of that release's cells, a FastAPI one must be inside the release's declared Starlette range,
+and the one with the highest Starlette is taken: the release's CI installed the newest Starlette
+its range allowed on the day it shipped, which is what the ``highest`` cell at its cutoff
+reproduces. Then the lowest planned Python (the plan's first interpreter for that release).
+
+Which tests (:func:`select_tests`), one rule for both projects: every ``tests/**/test_*.py``
+whose path contains ``background`` or ``middleware`` (any case), and every one whose text names
+``BackgroundTask``, ``BaseHTTPMiddleware``, ``add_middleware`` or ``.middleware(``. Only the
+sdist's ``tests/`` and ``docs_src/`` and its root configuration files are extracted, never its
+copy of the package: the tests import the cell's installed release, nothing else.
+
+The environment (:func:`measure`): the cell's own, built by :func:`bgmatrix.run.runner.build_env`
+exactly as a sweep builds it (and compared with the packages its committed result recorded).
+What the selected files import that the cell lacks (:func:`test_imports`: ``import`` statements
+of the files, their conftests and the local modules they import, minus the standard library and
+imports guarded by ``except ImportError``), the trio backend where a file or the configuration
+names it, and pytest itself are installed as of the cell's cutoff into a folder of their own
+(:func:`bgmatrix.run.env.install_beside`: the cell's packages pinned, its folder untouched),
+put before the cell's site-packages on ``PYTHONPATH``. pytest then runs with the sdist's own
+configuration, in the cell's interpreter, and a small plugin writes one line per test phase.
+
+Every failing test is explained (:data:`EXPLANATIONS`, written after looking at each one); a
+failure without an explanation makes the command exit 1. Releases whose sdist holds no tests,
+or that have no sdist, are recorded states with their reason, not errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional
+
+from bgmatrix import paths, results, schemas
+from bgmatrix.errors import BgmatrixError, FidelityError, UsageError
+from bgmatrix.files import read_checked, write_bytes_atomic, write_text_if_changed
+from bgmatrix.plan import store
+from bgmatrix.run import env
+from bgmatrix.spec import ROOT
+
+FIDELITY_PATH = ROOT / "matrix" / "fidelity.json"
+CACHE_DIR = paths.WORK_DIR / "fidelity"  # downloaded sdists (git-ignored work folder)
+FORMAT = 1
+PROJECTS = ("starlette", "fastapi")
+STATES = ("ok", "failures", "no-sdist", "no-tests", "install-error", "no-interpreter", "error")
+INSTALL_TIMEOUT = 600  # s: period-correct test dependencies from a cold cache
+TEST_TIMEOUT = 600  # s for one line's selected tests
+ROUNDS = 3  # test runs at most: the first, and two after failures named what was missing
+
+SELECTION = ("tests/**/test_*.py whose path contains 'background' or 'middleware' (any case), "
+             "or whose text names BackgroundTask, BaseHTTPMiddleware, add_middleware or "
+             ".middleware(")
+_PATH_WORDS = re.compile(r"background|middleware", re.IGNORECASE)
+_TEXT_WORDS = re.compile(r"BackgroundTask|BaseHTTPMiddleware|add_middleware|\.middleware\(")
+#: Files of the sdist's root that configure pytest (extracted beside tests/ and docs_src/).
+CONFIG_FILES = ("pyproject.toml", "setup.cfg", "pytest.ini", "tox.ini", "conftest.py")
+EXTRACTED = ("tests", "docs_src")
+#: FastAPI before docs_src/ kept its tutorial code in docs/src, which its scripts/test.sh put
+#: on PYTHONPATH; it is extracted and put there too.
+OLD_DOCS_SRC = ("docs", "src")
+
+#: Import name -> distribution, where they differ (any other name is installed as itself).
+DISTRIBUTIONS = {
+    "yaml": "pyyaml", "multipart": "python-multipart", "jose": "python-jose", "jwt": "pyjwt",
+    "PIL": "pillow", "dirty_equals": "dirty-equals", "email_validator": "email-validator",
+    "inline_snapshot": "inline-snapshot", "pydantic_settings": "pydantic-settings",
+    "typing_extensions": "typing-extensions", "attr": "attrs", "dateutil": "python-dateutil",
+    "opentelemetry": "opentelemetry-sdk", "sqlmodel": "sqlmodel", "sse_starlette": "sse-starlette",
+    "strawberry": "strawberry-graphql", "_pytest": "pytest", "bson": "pymongo",
+}
+#: Import names never installed: the sdist's own folders and the projects (in the cell).
+LOCAL = ("tests", "docs_src", "conftest", "fastapi", "starlette")
+SDIST_MODULES = LOCAL[:3]
+
+
+# ---------------------------------------------------------------------------- choosing cells
+
+
+def line_of(project: str, version: str) -> str:
+    """``starlette-0.13`` for Starlette 0.13.8: a minor line's id."""
+    return f"{project}-{'.'.join(version.split('.')[:2])}"
+
+
+def _release(cell: Mapping[str, Any], project: str) -> Optional[str]:
+    if project == "fastapi":
+        return cell.get("fastapi")
+    return cell.get("starlette") if cell["kind"] == "starlette" else None
+
+
+def choose(cells: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One cell per minor line of each project, by the rule in the module's docstring."""
+    best: dict[str, tuple[tuple, dict[str, Any]]] = {}
+    for cell in cells:
+        for project in PROJECTS:
+            version = _release(cell, project)
+            if not version or cell["kind"] != project:
+                continue
+            if project == "fastapi" and cell.get("in_declared_range") is False:
+                continue
+            rank = (store.version_key(version),
+                    store.version_key(cell.get("starlette") or "0") if project == "fastapi"
+                    else (), tuple(-int(p) for p in cell["python"].split(".")))
+            line = line_of(project, version)
+            if line not in best or rank > best[line][0]:
+                best[line] = (rank, dict(cell))
+    return {line: best[line][1] for line in sorted(best, key=line_order)}
+
+
+def line_order(line: str) -> tuple:
+    project, _, version = line.partition("-")
+    return (PROJECTS.index(project) if project in PROJECTS else 9, store.version_key(version))
+
+
+def pick(chosen: Mapping[str, Mapping[str, Any]], targets: Sequence[str]) -> list[str]:
+    """Line ids named by ``starlette==0.13``, ``fastapi==0.100.1`` (its line) or
+    ``starlette-0.13``; an unknown one is a one-line :class:`UsageError`."""
+    wanted: list[str] = []
+    for target in targets:
+        project, sep, version = target.partition("==")
+        line = line_of(project, version) if sep else target
+        if line not in chosen:
+            project = line.partition("-")[0]
+            known = [k.partition("-")[2] for k in chosen if k.startswith(project + "-")]
+            span = f"{known[0]} … {known[-1]}" if known else "none"
+            raise UsageError(f"{target!r} is not a planned line (planned {project} lines: "
+                                f"{span}; name one as {project}==X.Y)")
+        if line not in wanted:
+            wanted.append(line)
+    return wanted
+
+
+# ---------------------------------------------------------------------------- the sdist
+
+
+def sdist_path(project: str, version: str, folder: Path | None = None) -> Optional[Path]:
+    """The release's sdist, downloaded once into the work folder; None when it has none."""
+    folder = folder or CACHE_DIR / "sdists"
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f"{project}-{version}.none"
+    found = sorted(folder.glob(f"{project}-{version}.tar.gz")) + sorted(
+        folder.glob(f"{project}-{version}.zip"))
+    if found:
+        return found[0]
+    if marker.exists():
+        return None
+    from bgmatrix.plan import index  # the one module that talks to the package index
+
+    got = index.sdist(index.make_client(), project, version)
+    if got is None:
+        marker.touch()
+        return None
+    name, data = got
+    suffix = ".zip" if name.endswith(".zip") else ".tar.gz"
+    path = folder / f"{project}-{version}{suffix}"
+    write_bytes_atomic(path, data)
+    return path
+
+
+def _members(archive: Path) -> Iterable[tuple[PurePosixPath, bytes]]:
+    """``(path below the sdist's top folder, bytes)`` of every regular file worth extracting."""
+    def wanted(name: str) -> Optional[PurePosixPath]:
+        parts = PurePosixPath(name).parts[1:]
+        if not parts or ".." in parts or name.startswith("/"):
+            return None
+        if (parts[0] in EXTRACTED and len(parts) > 1 or parts[:2] == OLD_DOCS_SRC
+                and len(parts) > 2 or (len(parts) == 1 and parts[0] in CONFIG_FILES)):
+            return PurePosixPath(*parts)
+        return None
+
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                rel = wanted(info.filename)
+                if rel is not None and not info.is_dir():
+                    yield rel, zf.read(info)
+        return
+    with tarfile.open(archive, "r:*") as tf:
+        for member in tf.getmembers():
+            rel = wanted(member.name)
+            if rel is not None and member.isfile():
+                handle = tf.extractfile(member)
+                if handle is not None:
+                    yield rel, handle.read()
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """The sdist's tests/, docs_src/ and root configuration into ``dest``; never its package
+    (which would shadow the cell's installed release on ``sys.path``)."""
+    for rel, data in _members(archive):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def select_tests(root: Path) -> list[str]:
+    """The test files :data:`SELECTION` names, as sorted paths relative to ``root``."""
+    chosen = []
+    for path in sorted((root / "tests").rglob("test_*.py")) if (root / "tests").is_dir() else []:
+        rel = path.relative_to(root).as_posix()
+        if _PATH_WORDS.search(rel) or _TEXT_WORDS.search(path.read_text("utf-8", "replace")):
+            chosen.append(rel)
+    return chosen
+
+
+# ---------------------------------------------------------------------------- test dependencies
+
+
+def _optional(tree: ast.AST) -> set[int]:
+    """Line numbers of imports inside a ``try`` whose handler catches ImportError."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = set()
+        for handler in node.handlers:
+            names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+            caught |= {n.id for n in names if isinstance(n, ast.Name)}
+        if caught & {"ImportError", "ModuleNotFoundError"}:
+            for stmt in node.body:
+                lines |= {n.lineno for n in ast.walk(stmt) if hasattr(n, "lineno")}
+    return lines
+
+
+def _local(root: Path, dotted: str) -> Optional[Path]:
+    for folder in (root, root.joinpath(*OLD_DOCS_SRC)):
+        base = folder.joinpath(*dotted.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return path
+    return None
+
+
+def test_imports(root: Path, files: Sequence[str]) -> set[str]:
+    """The modules the files import (dotted), following the sdist's own modules (its
+    conftests included); standard library, optional imports and the sdist's folders left
+    out. The framework's own modules stay: importing them finds what they need."""
+    todo = [root / f for f in files]
+    for f in files:  # every conftest.py on the way from the root to each file
+        folder = root
+        for part in PurePosixPath(f).parent.parts:
+            folder = folder / part
+            if (folder / "conftest.py").is_file():
+                todo.append(folder / "conftest.py")
+    if (root / "conftest.py").is_file():
+        todo.append(root / "conftest.py")
+    seen: set[Path] = set()
+    names: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            tree = ast.parse(path.read_text("utf-8", "replace"))
+        except SyntaxError:
+            continue  # a file for a newer Python than the host's parser: pytest says why
+        optional = _optional(tree)
+        package = ".".join(path.relative_to(root).parent.parts)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                dotted = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    prefix = ".".join(p for p in base if p)
+                    dotted = [".".join(p for p in (prefix, node.module or "", a.name) if p)
+                              for a in node.names]
+                else:
+                    dotted = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in dotted:
+                found = _local(root, name)
+                if found is not None:
+                    todo.append(found)
+            module = dotted[0] if isinstance(node, ast.ImportFrom) else None
+            for name in [module] if module is not None else dotted:
+                top = name.split(".")[0]
+                if (node.lineno not in optional and top and top not in sys.stdlib_module_names
+                        and top not in SDIST_MODULES and _local(root, name) is None):
+                    names.add(name)
+    return names
+
+
+#: Imports each name in the cell (its own packages only) and prints the distributions that
+#: stopped it: a ModuleNotFoundError's top-level name (unless that top-level package exists:
+#: then a submodule is missing, not a distribution), or the name an error's "pip install X"
+#: advice gives (a framework's test client says so when its HTTP library is absent).
+_FIND = (
+    "import importlib, importlib.util, json, re, sys, warnings\n"
+    "warnings.simplefilter('ignore')\n"
+    "need = set()\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n"
+    "        importlib.import_module(name)\n"
+    "    except ModuleNotFoundError as exc:\n"
+    "        top = (exc.name or name).split('.')[0]\n"
+    "        if importlib.util.find_spec(top) is None:\n"
+    "            need.add(top)\n"
+    "    except BaseException as exc:\n"
+    "        found = re.search(r'pip install ([A-Za-z0-9_.-]+)', str(exc))\n"
+    "        if found:\n"
+    "            need.add(found.group(1))\n"
+    "print(json.dumps(sorted(need)))\n"
+)
+
+
+def missing(python: Path, names: Iterable[str]) -> list[str]:
+    """What the cell lacks to import ``names`` (dotted modules), as import or distribution
+    names (see :data:`_FIND`)."""
+    wanted = sorted(names)
+    if not wanted:
+        return []
+    from bgmatrix.run import runner
+
+    proc = subprocess.run([str(python), "-c", _FIND, *wanted], capture_output=True, text=True,
+                          timeout=300, env=runner.child_env())
+    try:
+        return sorted(json.loads(proc.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        raise FidelityError("checking the tests' imports in the cell failed: "
+                            + one_line(env.tail(proc.stderr or proc.stdout))) from None
+
+
+#: The first pytest that runs on each Python (older ones crash rewriting its assertions). A
+#: release older than its cell's Python gets the first pytest of that Python, not its own.
+PYTEST_FLOOR = {"3.8": "5.4", "3.9": "6.2", "3.10": "6.2.5", "3.11": "7.2", "3.12": "7.4",
+                "3.13": "8.2"}
+
+
+#: pytest and what it has needed, exempt from an old cutoff together (see measure).
+PYTEST_DEPENDENCIES = ("pytest", "pluggy", "py", "packaging", "attrs", "more-itertools",
+                       "wcwidth", "importlib-metadata", "zipp", "iniconfig", "atomicwrites",
+                       "tomli", "exceptiongroup", "six", "pyparsing", "colorama")
+
+
+def pytest_requirement(python: str) -> str:
+    floor = PYTEST_FLOOR.get(python)
+    return f"pytest>={floor}" if floor else "pytest"
+
+
+def requirements_for(absent: Iterable[str], packages: Mapping[str, str],
+                     python: str = "") -> list[str]:
+    """pytest (at least :data:`PYTEST_FLOOR`), then the distributions of the absent names,
+    sorted, deduplicated; and where the cell has anyio, its trio extra: anyio's pytest plugin
+    runs a test on every backend the release's conftest names, trio among them, and the
+    extra's bounds fit the cell's anyio."""
+    wanted = {DISTRIBUTIONS.get(n, n).lower() for n in absent if n not in LOCAL} - {"pytest"}
+    if "anyio" in packages:
+        wanted.add("anyio[trio]")
+    return [pytest_requirement(python), *sorted(wanted)]
+
+
+#: What a failure's reason says is missing: a module, a distribution to ``pip install`` or
+#: that is "required to be installed", or a marker a pytest plugin registers.
+_NEEDS = (
+    re.compile(r"No module named '([A-Za-z0-9_]+)"),
+    re.compile(r"pip install ([A-Za-z0-9_.-]+)"),
+    re.compile(r'requires "([A-Za-z0-9_.-]+)" to be installed'),
+)
+_MARKER = re.compile(r"'([A-Za-z0-9_]+)' not found in `markers`|Unknown config option: "
+                     r"([A-Za-z0-9_]+)")
+#: marker or configuration option -> the pytest plugin that registers it
+MARKER_PLUGINS = {"xdist_group": "pytest-xdist", "asyncio": "pytest-asyncio",
+                  "asyncio_mode": "pytest-asyncio", "timeout": "pytest-timeout",
+                  "benchmark": "pytest-benchmark"}
+
+
+def needs_from(reasons: Iterable[str]) -> set[str]:
+    """Distributions the failures' reasons say are missing (see :data:`_NEEDS`)."""
+    found = set()
+    for reason in reasons:
+        for pattern in _NEEDS:
+            for name in pattern.findall(reason):
+                found.add(DISTRIBUTIONS.get(name, name).lower())
+        for marker in (a or b for a, b in _MARKER.findall(reason)):
+            if marker in MARKER_PLUGINS:
+                found.add(MARKER_PLUGINS[marker])
+    return found - set(LOCAL)
+
+
+# ---------------------------------------------------------------------------- running pytest
+
+#: A pytest plugin (Python 3.6+, pytest 3+): one JSON line per test phase and per failed
+#: collection, then the session's exit status and pytest's version.
+PLUGIN = '''\
+import json, os
+_OUT = os.environ["BGMATRIX_FIDELITY_OUT"]
+def _write(record):
+    with open(_OUT, "a") as fh:
+        fh.write(json.dumps(record) + "\\n")
+def _reason(report):
+    rep = report.longrepr
+    if rep is None:
+        return ""
+    if isinstance(rep, tuple) and len(rep) == 3:
+        return str(rep[2])
+    crash = getattr(rep, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)
+    text = str(rep).strip().splitlines()
+    marked = [line[1:].strip() for line in text if line.startswith("E ")]
+    return (marked or text or [""])[-1]
+def pytest_runtest_logreport(report):
+    _write({"test": report.nodeid, "when": report.when, "outcome": report.outcome,
+            "reason": _reason(report) if report.outcome != "passed" else ""})
+def pytest_collectreport(report):
+    if report.failed:
+        _write({"test": report.nodeid, "when": "collect", "outcome": "failed",
+                "reason": _reason(report)})
+def pytest_sessionfinish(session, exitstatus):
+    import pytest
+    _write({"session": {"exitstatus": int(exitstatus), "pytest": pytest.__version__}})
+'''
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def one_line(text: str, *folders: Path) -> str:
+    """A reason as one short line, with the run's folders and memory addresses taken out."""
+    for folder in folders:
+        text = text.replace(str(folder), "<run>")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = _ADDRESS.sub("", first)
+    return first if len(first) <= 240 else first[:239] + "…"
+
+
+def outcomes(lines: Iterable[str]) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """Each test's outcome (passed, failed, skipped, error) and one-line reason from the
+    plugin's records, and the session record. A failed call is ``failed``; a failed setup,
+    teardown or collection is ``error``; a skip or an expected failure is ``skipped``."""
+    phases: dict[str, list[dict[str, Any]]] = {}
+    session: dict[str, Any] = {}
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if "session" in data:
+            session = data["session"]
+        else:
+            phases.setdefault(data["test"], []).append(data)
+    tests = {}
+    for test, seen in phases.items():
+        by = {p["when"]: p for p in seen}
+        failed = [p for p in seen if p["outcome"] == "failed"]
+        if by.get("call", {}).get("outcome") == "failed":
+            outcome, reason = "failed", by["call"]["reason"]
+        elif failed:
+            outcome, reason = "error", failed[0]["reason"]
+        elif any(p["outcome"] == "skipped" for p in seen):
+            outcome = "skipped"
+            reason = next(p["reason"] for p in seen if p["outcome"] == "skipped")
+        else:
+            outcome, reason = "passed", ""
+        tests[test] = {"outcome": outcome, "reason": reason}
+    return tests, session
+
+
+def counts(tests: Mapping[str, Mapping[str, str]], files: Sequence[str]) -> dict[str, dict]:
+    """Per selected file: how many tests passed, failed, were skipped or errored."""
+    table = {f: {"passed": 0, "failed": 0, "skipped": 0, "errors": 0} for f in files}
+    key = {"passed": "passed", "failed": "failed", "skipped": "skipped", "error": "errors"}
+    for test, seen in tests.items():
+        name = test.split("::")[0]
+        table.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0, "errors": 0})
+        table[name][key[seen["outcome"]]] += 1
+    return dict(sorted(table.items()))
+
+
+def run_tests(python: Path, root: Path, files: Sequence[str], target: Path) -> tuple[int, str,
+                                                                                     list[str]]:
+    """pytest on ``files`` from ``root`` in the cell's interpreter, ``target`` first on the
+    path; returns the exit code, the output's tail and the plugin's lines."""
+    from bgmatrix.run import runner
+
+    plugin_dir = root.parent / "plugin"
+    plugin_dir.mkdir(exist_ok=True)
+    (plugin_dir / "bgmatrix_fidelity_plugin.py").write_text(PLUGIN)
+    out = root.parent / "outcomes.jsonl"
+    out.unlink(missing_ok=True)  # one run's records only
+    docs_src = root.joinpath(*OLD_DOCS_SRC)
+    extra = f":{docs_src}" if docs_src.is_dir() else ""
+    child = runner.child_env(PYTHONPATH=f"{target}:{plugin_dir}{extra}",
+                             BGMATRIX_FIDELITY_OUT=str(out))
+    cmd = [str(python), "-m", "pytest", "-p", "bgmatrix_fidelity_plugin", "-p",
+           "no:cacheprovider", "-q", "-o", "console_output_style=classic", *files]
+    try:
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, errors="replace",
+                              timeout=TEST_TIMEOUT, env=child)
+        rc, output = proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+    except subprocess.TimeoutExpired:
+        rc, output = -1, f"the tests did not finish within {TEST_TIMEOUT}s"
+    if rc in env.SIGINT_CODES:
+        raise env.Interrupted("pytest")
+    lines = out.read_text("utf-8", "replace").splitlines() if out.exists() else []
+    return rc, output, lines
+
+
+# ---------------------------------------------------------------------------- explanations
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What looking at a failure found. It applies to a failing test of a line when ``lines``
+    matches the line id, ``test`` the test's node id and ``reason`` its one-line reason (each
+    a regular expression, searched): a failure that changes its reason is unexplained again."""
+
+    lines: str
+    test: str
+    reason: str
+    text: str
+    environment_problem: bool = False
+
+
+#: Filled in after investigating each failure of a real run (README: Environment fidelity).
+EXPLANATIONS: tuple[Explanation, ...] = ()
+
+
+def explain(line: str, test: str, reason: str,
+            known: Sequence[Explanation] = EXPLANATIONS) -> Optional[Explanation]:
+    for item in known:
+        if (re.search(item.lines, line) and re.search(item.test, test)
+                and re.search(item.reason, reason)):
+            return item
+    return None
+
+
+def with_explanations(entry: dict[str, Any], line: str,
+                      known: Sequence[Explanation] = EXPLANATIONS) -> dict[str, Any]:
+    """``entry`` with every failure's ``explanation`` (None: not investigated) and the state
+    ``failures`` where a test failed or errored."""
+    for failure in entry.get("failures", []):
+        found = explain(line, failure["test"], failure["reason"], known)
+        failure["explanation"] = found.text if found else None
+        failure["environment_problem"] = found.environment_problem if found else None
+    return entry
+
+
+# ---------------------------------------------------------------------------- measuring a line
+
+
+def environment_check(cell: Mapping[str, Any], packages: Mapping[str, str],
+                      results_dir: Path = results.RESULTS_DIR) -> dict[str, Any]:
+    """Whether the rebuilt environment holds exactly the packages the cell's committed result
+    recorded (``differences``: name -> [recorded, rebuilt])."""
+    path = results_dir / f"{cell['id']}.json"
+    try:
+        recorded = (results.load(path).get("provenance") or {}).get("packages")
+    except (OSError, BgmatrixError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return {"matches_result": None, "differences": {}}
+    diff = {n: [recorded.get(n), packages.get(n)]
+            for n in sorted(set(recorded) | set(packages)) if recorded.get(n) != packages.get(n)}
+    return {"matches_result": not diff, "differences": diff}
+
+
+def blank(line: str, cell: Mapping[str, Any]) -> dict[str, Any]:
+    project = line.partition("-")[0]
+    return {
+        "cell": {k: cell.get(k) for k in ("id", "kind", "fastapi", "starlette", "python",
+                                          "cutoff")},
+        "release": _release(cell, project), "state": "error", "message": None, "sdist": None,
+        "selected": [], "test_dependencies": {}, "pytest": None, "environment": None,
+        "files": {}, "totals": {"passed": 0, "failed": 0, "skipped": 0, "errors": 0},
+        "failures": [],
+    }
+
+
+def measure(line: str, cell: Mapping[str, Any], work: Path) -> dict[str, Any]:
+    """One line's entry of matrix/fidelity.json; never raises (but on Ctrl-C)."""
+    from bgmatrix.run import runner
+
+    entry = blank(line, cell)
+    project = line.partition("-")[0]
+    try:
+        archive = sdist_path(project, entry["release"])
+        if archive is None:
+            entry.update(state="no-sdist", message="the release has no source distribution on "
+                         "the package index")
+            return entry
+        entry["sdist"] = archive.name
+        root = work / "sdist"
+        extract(archive, root)
+        files = select_tests(root)
+        entry["selected"] = files
+        if not files:
+            has = (root / "tests").is_dir()
+            entry.update(state="no-tests", message=(
+                "its tests/ has no test file that touches background tasks or middleware"
+                if has else "the sdist ships no tests/ folder"))
+            return entry
+        python = runner.build_env(cell, work / "env")
+        packages = env.freeze(python)
+        entry["environment"] = environment_check(cell, packages)
+        absent = missing(python, test_imports(root, files))
+        reqs = requirements_for(absent, packages, cell["python"])
+        target = work / "test-deps"
+        for _round in range(ROUNDS):  # a failure that names what is missing adds it, once
+            shutil.rmtree(target, ignore_errors=True)
+            rc, out = env.install_beside(python, cell.get("cutoff"), reqs, target,
+                                         INSTALL_TIMEOUT)
+            if rc and reqs[0] != "pytest":
+                # no pytest of the cutoff runs on the cell's Python (the release is older
+                # than its cell's Python): pytest at its floor, it and what it needs exempt
+                # from the cutoff, as the suite's own tools are
+                rc, out = env.install_beside(python, cell.get("cutoff"), reqs, target,
+                                             INSTALL_TIMEOUT, exempt=PYTEST_DEPENDENCIES)
+            if rc:
+                entry.update(state="install-error", message=one_line(
+                    env.tail(out).splitlines()[-1] if out.strip() else "uv failed", work))
+                return entry
+            rc, output, lines = run_tests(python, root, files, target)
+            tests, session = outcomes(lines)
+            said = [t["reason"] for t in tests.values() if t["outcome"] in ("failed", "error")]
+            more = needs_from(said if tests else [output]) - set(reqs)
+            if not more:
+                break
+            reqs = [reqs[0], *sorted((set(reqs[1:]) | more) - {"pytest"})]
+        from bgmatrix.run import wire  # _distributions: the --target folder's dist-info names
+
+        entry["test_dependencies"] = {n: v for n, v in wire._distributions(target).items()
+                                      if packages.get(n) != v}
+        entry["pytest"] = session.get("pytest")
+        entry["files"] = counts(tests, files)
+        entry["totals"] = {k: sum(f[k] for f in entry["files"].values())
+                           for k in ("passed", "failed", "skipped", "errors")}
+        entry["failures"] = [
+            {"test": test, "outcome": seen["outcome"],
+             "reason": one_line(seen["reason"], work) or "no reason given"}
+            for test, seen in sorted(tests.items()) if seen["outcome"] in ("failed", "error")]
+        if rc == -1 or "exitstatus" not in session or not tests:
+            entry.update(state="error", message=one_line(
+                env.tail(output).splitlines()[-1] if output.strip() else "pytest said nothing",
+                work))
+        else:
+            entry["state"] = "failures" if entry["failures"] else "ok"
+    except env.CellError as exc:
+        entry.update(state="no-interpreter" if exc.state == "no-interpreter"
+                     else "install-error", message=one_line(exc.message, work))
+    except env.Interrupted:
+        raise
+    except Exception as exc:  # a broken line is a recorded state, never a crashed command
+        entry.update(state="error", message=one_line(f"{type(exc).__name__}: {exc}", work))
+    return entry
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def load(path: Path = FIDELITY_PATH) -> Optional[dict[str, Any]]:
+    """matrix/fidelity.json checked against its schema; None when there is none; a corrupt
+    file is a one-line :class:`FidelityError`."""
+    return read_checked(path, "fidelity", FidelityError, "fidelity record")
+
+
+def dumps(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write(data: Mapping[str, Any], path: Path = FIDELITY_PATH) -> bool:
+    found = schemas.problem(data, "fidelity")
+    if found is not None:  # never commit a record the schema refuses
+        raise FidelityError(f"fidelity record: {found}")
+    return write_text_if_changed(path, dumps(data))
+
+
+def record(measured: Mapping[str, dict[str, Any]], old: Optional[Mapping[str, Any]] = None,
+           known: Sequence[Explanation] = EXPLANATIONS) -> dict[str, Any]:
+    """The file: ``measured`` lines over the lines of ``old`` kept as they were, every
+    failure's explanation applied afresh."""
+    lines = {k: json.loads(json.dumps(v)) for k, v in (old or {}).get("lines", {}).items()}
+    lines.update({k: json.loads(json.dumps(v)) for k, v in measured.items()})
+    for line, entry in lines.items():
+        with_explanations(entry, line, known)
+    return {
+        "about": "The release's own tests that touch background tasks and middleware, from "
+                 "its source distribution, run in one cell per minor line. Written by "
+                 "`bgmatrix fidelity`.",
+        "format": FORMAT,
+        "selection": SELECTION,
+        "lines": {k: lines[k] for k in sorted(lines, key=line_order)},
+    }
+
+
+def unexplained(data: Mapping[str, Any]) -> list[str]:
+    return [f"{line}: {f['test']}" for line, entry in data["lines"].items()
+            for f in entry["failures"] if f["explanation"] is None]
+
+
+def summary(line: str, entry: Mapping[str, Any]) -> str:
+    t = entry["totals"]
+    head = f"{line} ({entry['cell']['id']}): {entry['state']}"
+    if entry["state"] in ("ok", "failures"):
+        return (f"{head}, {len(entry['files'])} files: {t['passed']} passed, {t['failed']} "
+                f"failed, {t['skipped']} skipped, {t['errors']} errors")
+    return f"{head} ({entry['message']})"
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lines", nargs="*", metavar="LINE",
+                   help="starlette==X.Y or fastapi==0.N (a release X.Y.Z names its line); "
+                        "default: every line")
+    p.add_argument("--project", choices=PROJECTS, help="only this project's lines")
+    p.add_argument("--list", action="store_true", help="print the chosen cells; run nothing")
+    p.add_argument("--explain", action="store_true",
+                   help="re-apply the explanations to the record; run nothing")
+    p.add_argument("--out", default=str(FIDELITY_PATH),
+                   help="where the record goes (default: matrix/fidelity.json)")
+
+
+def command(args: argparse.Namespace) -> int:
+    """``bgmatrix fidelity``: exit 0 when every failure is explained and no line broke."""
+    chosen = choose(store.load_cells())
+    lines = pick(chosen, args.lines) if args.lines else list(chosen)
+    if args.project:
+        lines = [k for k in lines if k.startswith(args.project + "-")]
+    if args.list:
+        for line in lines:
+            print(f"{line}: {chosen[line]['id']}")
+        return 0
+    out = Path(args.out)
+    old = load(out)  # a corrupt record is refused before anything slow starts
+    measured: dict[str, dict[str, Any]] = {}
+    if not args.explain:
+        for line in lines:
+            with tempfile.TemporaryDirectory(prefix="bgmatrix-fidelity-") as tmp:
+                measured[line] = measure(line, chosen[line], Path(tmp))
+            print(summary(line, measured[line]), flush=True)
+            write(record(measured, old), out)  # kept line by line: Ctrl-C loses one line
+    data = record(measured, old)
+    changed = write(data, out)
+    print(f"record: {out}" + ("" if changed or measured else " (unchanged)"))
+    left = unexplained(data)
+    for item in left:
+        print(f"unexplained failure: {item}")
+    broken = [k for k, e in data["lines"].items() if e["state"] in ("error", "install-error")]
+    return 1 if left or broken else 0
+

@@ -1,0 +1,119 @@
+"""The Fidelity page ("Is each cell the environment its release was tested with?"), from
+matrix/fidelity.json (written by `bgmatrix fidelity`, bgmatrix/run/fidelity.py; read here
+through its schema, never through the runner).
+
+Per line: the cell, what its own tests did there (passed, failed, skipped, errors), whether the
+rebuilt environment matches the cell's committed result, and every failure with what looking
+at it found. Every number is the record's; the fixed texts explain states only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bgmatrix import spec
+from bgmatrix.errors import FidelityError
+from bgmatrix.files import read_checked
+from bgmatrix.plan.store import version_key
+from bgmatrix.site.markup import esc
+from bgmatrix.site.render import code
+
+FIDELITY_PATH = spec.ROOT / "matrix" / "fidelity.json"
+PAGE = "fidelity.md"
+TITLE = "Is each cell the environment its release was tested with?"
+
+STATE_WORDS = {
+    "ok": "every selected test passed or was skipped",
+    "failures": "some tests failed; each is explained below",
+    "no-sdist": "no source distribution on the package index",
+    "no-tests": "the source distribution ships no tests",
+    "install-error": "the tests' own dependencies did not install",
+    "no-interpreter": "the cell's Python is not on this machine",
+    "error": "the tests did not run",
+}
+
+
+def load(path: Path = FIDELITY_PATH) -> dict[str, Any] | None:
+    """The record, valid against schema/fidelity.schema.json; None when none is committed;
+    a corrupt file is a one-line :class:`FidelityError`."""
+    return read_checked(path, "fidelity", FidelityError, "fidelity record")
+
+
+def _order(line: str) -> tuple:
+    project, _, version = line.partition("-")
+    return (project != "starlette", version_key(version))
+
+
+def _environment(entry: dict[str, Any]) -> str:
+    found = entry.get("environment")
+    if not found or found["matches_result"] is None:
+        return "—"
+    if found["matches_result"]:
+        return "same as its result"
+    return "differs: " + ", ".join(f"{esc(n)} {esc(a)} → {esc(b)}"
+                                   for n, (a, b) in sorted(found["differences"].items()))
+
+
+def line_table(data: dict[str, Any], project: str) -> list[str]:
+    rows = [(k, e) for k, e in sorted(data["lines"].items(), key=lambda kv: _order(kv[0]))
+            if k.startswith(project + "-")]
+    lines = ["| Line | Cell | State | Passed | Failed | Skipped | Errors | pytest | "
+             "Environment |", "|" + " --- |" * 9]
+    for key, e in rows:
+        t = e["totals"]
+        state = esc(e["state"]) if e["state"] in ("ok", "failures") else (
+            f"{esc(e['state'])}: {esc(STATE_WORDS.get(e['state'], ''))}")
+        lines.append(f"| {esc(key.partition('-')[2])} | "
+                     f"[{esc(e['cell']['id'])}](cells/{e['cell']['id']}.md) | {state} | "
+                     f"{t['passed']} | {t['failed']} | {t['skipped']} | {t['errors']} | "
+                     f"{esc(e['pytest'] or '—')} | {_environment(e)} |")
+    return lines
+
+
+def failure_section(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, e in sorted(data["lines"].items(), key=lambda kv: _order(kv[0])):
+        if e["message"] and e["state"] not in ("no-tests", "no-sdist"):
+            out += [f"### {esc(key)}", "", f"{esc(e['state'])}: {esc(e['message'])}", ""]
+        if not e["failures"]:
+            continue
+        if not (e["message"] and e["state"] not in ("no-tests", "no-sdist")):
+            out += [f"### {esc(key)}", ""]
+        for f in e["failures"]:
+            why = esc(f["explanation"]) if f["explanation"] else "**not yet explained**"
+            out.append(f"- {code(f['test'])} ({esc(f['outcome'])}: {esc(f['reason'])}). {why}")
+        out.append("")
+    return out or ["None.", ""]
+
+
+def page(data: dict[str, Any] | None) -> str:
+    lines = [f"# {TITLE}", ""]
+    if data is None:
+        return "\n".join(lines + ["Not measured yet: `bgmatrix fidelity` writes "
+                                  "`matrix/fidelity.json`.", ""])
+    measured = [e for e in data["lines"].values() if e["state"] in ("ok", "failures")]
+    passed = sum(e["totals"]["passed"] for e in measured)
+    failed = sum(e["totals"]["failed"] + e["totals"]["errors"] for e in measured)
+    same = sum(1 for e in data["lines"].values()
+               if (e.get("environment") or {}).get("matches_result"))
+    lines += [
+        f"**{len(measured)} of {len(data['lines'])} lines ran their own tests in their cell: "
+        f"{passed} tests passed, {failed} failed or errored; {same} rebuilt environments hold "
+        "exactly the packages their committed result recorded.**", "",
+        "One cell per minor line (the line's newest release; for FastAPI the cell with the "
+        "highest Starlette inside its declared range; the lowest planned Python). The tests "
+        f"come from the release's source distribution: {esc(data['selection'])}. What they "
+        "import that the cell lacks, and pytest, are installed as of the cell's cutoff beside "
+        "the cell, never into it. Measured by `bgmatrix fidelity`; raw record: "
+        "`matrix/fidelity.json`.", ""]
+    for project, title in (("starlette", "Starlette"), ("fastapi", "FastAPI")):
+        lines += [f"## {title} lines", ""] + line_table(data, project) + [""]
+    lines += ["## Failures and what they are", ""] + failure_section(data)
+    return "\n".join(lines) + "\n"
+
+
+def generate(page_writer: Callable[[str, str], Any]) -> None:
+    """Write the Fidelity page (build.generate's hook)."""
+    page_writer(PAGE, page(load()))
