@@ -262,7 +262,8 @@ def measure(p: Probe) -> dict[str, Any]:
 def observe(python: Path, cell: dict, name: str, version: str) -> dict[str, Any]:
     """Probe the server ``name`` as installed in the cell; never raises."""
     entry: dict[str, Any] = {"server": name, "version": version, "cell": cell["id"],
-                             "state": "ok", "message": None, "facts": {}}
+                             "python": cell["python"], "state": "ok", "message": None,
+                             "facts": {}}
     try:
         with tempfile.TemporaryDirectory(prefix="bgmatrix-probe-") as tmp:
             target = None if name == "uvicorn" else Path(tmp) / "server"
@@ -289,16 +290,22 @@ def key(server: str, version: str) -> str:
 
 
 def releases_in(folder: Path) -> dict[str, tuple[str, str]]:
-    """Every server release a committed wire run served, with the first cell (by id) that ran
-    it: ``{"granian 0.4.3": ("fa-0.99.1_st-0.27.0_py3.8", ...)}``."""
-    found: dict[str, tuple[str, str]] = {}
+    """Every server release a committed wire run served, with the cell to probe it in:
+    ``{"granian 1.6.4": ("st-0.45.0_py3.9", "granian")}``.  The cell on the newest Python
+    that ran it (then the first by id): a fact may depend on the interpreter (``cancel-receive``
+    needs Python 3.9), and the newest one shows the most."""
+    found: dict[str, tuple[tuple[int, ...], str, str]] = {}
     for path in results.result_paths(folder):
         stored = results.load_stored(path)
+        python = tuple(int(p) for p in str(stored["cell"]["python"]).split("."))
         for server, run in results.server_runs(stored).items():
             version = results.server_version(run)
-            if run.get("state") == "ok" and version:
-                found.setdefault(key(server, version), (stored["cell"]["id"], server))
-    return dict(sorted(found.items()))
+            if run.get("state") != "ok" or not version:
+                continue
+            release = key(server, version)
+            if release not in found or python > found[release][0]:
+                found[release] = (python, stored["cell"]["id"], server)
+    return {release: (cell, server) for release, (_, cell, server) in sorted(found.items())}
 
 
 # -- the file -------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def case(clause, raw_label, wire_label, facts, *, packages=None, tests=(), clauses=None,
-         server="granian", version="1.0"):
-    result = {"cell": {"id": "st-x"}, "provenance": {"packages": packages or {}},
+         server="granian", version="1.0", python="3.9"):
+    result = {"cell": {"id": "st-x", "python": python}, "provenance": {"packages": packages or {}},
               "tests": list(tests), "clauses": clauses or {}}
     return agreement.Case(clause, server, version, {"verdict": "deviates", "label": raw_label},
                           {"verdict": "deviates", "label": wire_label}, result, facts)
@@ -102,6 +102,8 @@ def test_server_protocol_faults_explain_only_their_own_clause():
         is None
     lost = {"cancel-receive": "lost-message"}
     assert agreement.explain(case("EXEC-1", "stream:after-body", "stream:no-task", lost))
+    assert agreement.explain(case("EXEC-1", "stream:after-body", "stream:no-task", lost,
+                                  python="3.8")) is None
     assert agreement.explain(case("EXEC-1", "stream:no-task", "stream:no-task; file:x",
                                   lost)) is None
 
