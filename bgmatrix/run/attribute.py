@@ -246,7 +246,8 @@ def experiment_record(name: str, pins: Mapping[str, str], python: Optional[str],
 #: Experiments that change one thing in the later cell (what can single out a cause).
 SINGLES = ("pin", "python", "forced-pin", "removal")
 #: Experiments that install an exact copy of the later cell's environment with ``--no-deps``.
-NO_DEPS = ("earlier-framework", "forced-pin", "removal", "forced-dependencies")
+NO_DEPS = ("earlier-framework", "forced-pin", "removal", "forced-dependencies",
+           "moving-dependencies")
 
 
 def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
@@ -292,14 +293,18 @@ def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
         named = ", ".join(_what(e) for e in reverting)
         return {"kind": "undetermined", "note": f"each of {named} alone brings back the earlier "
                 "label"}
-    joints = [by_name[n] for n in ("dependencies", "forced-dependencies") if n in by_name]
+    joints = [by_name[n] for n in ("moving-dependencies", "dependencies", "forced-dependencies")
+              if n in by_name]
     for joint in joints:
         if joint.get("state") == "ok" and joint["reverts"]:
-            forced = joint["name"] == "forced-dependencies"
-            cause: dict[str, Any] = {"kind": "dependencies",
-                     "packages": sorted([*joint["pins"], *joint.get("removed", [])]),
-                     "note": "no single change brings back the earlier label; "
-                     + (f"{_what(joint)} together do" if forced else "all of them together do")}
+            forced = joint["name"] != "dependencies"
+            together = (f"the changes that each move the label ({_what(joint)}) together do"
+                        if joint["name"] == "moving-dependencies" else
+                        f"{_what(joint)} together do" if forced else "all of them together do")
+            cause: dict[str, Any] = {
+                "kind": "dependencies",
+                "packages": sorted([*joint["pins"], *joint.get("removed", [])]),
+                "note": f"no single change brings back the earlier label; {together}"}
             refused = [e for e in experiments if e["name"] in ("pin", "dependencies")
                        and e.get("state") == "install-error"]
             if forced and refused:
@@ -320,6 +325,17 @@ def decide(flip: Flip, diff: Mapping[str, Sequence[Optional[str]]],
     if swap is not None and swap.get("state") == "ok":
         kept = (f"{swapped} still reads as the later release, so the change comes with the "
                 "environment, not the framework")
+        others = [k for k in diff if k != framework]
+        if len(others) == 1 and same_python:
+            # The copy then differs from the earlier cell in that one package alone: its change
+            # flips the label with the earlier framework, and the framework's change does not.
+            (name,) = others
+            old, new = diff[name]
+            return {"kind": "dependency", "package": name, "versions": [old, new],
+                    "note": f"{kept}: it differs from the earlier cell in {name} "
+                    f"{old or 'absent'} -> {new or 'absent'} alone"
+                    + (f"; the later {framework} with the earlier {name} could not be measured: "
+                       + "; ".join(gaps) if gaps else "")}
         if gaps:
             return {"kind": "undetermined", "note": f"{kept}; tried {tried}: none brought back "
                     "the earlier label, and " + "; ".join(gaps)}
@@ -397,6 +413,29 @@ def narrowing(diff: Mapping[str, Sequence[Optional[str]]], framework: str,
             if (w["name"], tuple(sorted(w["pins"].items())), tuple(w["removed"])) not in done]
 
 
+def moving_joint(diff: Mapping[str, Sequence[Optional[str]]], framework: str,
+                 experiments: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """When every dependency at once brings the earlier label back but no single one does:
+    only the changes that each move the label (away from the control's, not to the earlier
+    one) at once, in a copy of the later environment; None if that is every change anyway."""
+    control = next((e for e in experiments if e["name"] == "control"), None)
+    joint = next((e for e in experiments if e["name"] in ("dependencies", "forced-dependencies")
+                  and e.get("state") == "ok" and e["reverts"]), None)
+    if control is None or joint is None or any(e["name"] == "moving-dependencies"
+                                               for e in experiments):
+        return None
+    moved = [e for e in experiments if e["name"] in ("pin", "forced-pin", "removal")
+             and e.get("state") == "ok" and not e["reverts"]
+             and (e.get("verdict"), e.get("label")) != (control.get("verdict"),
+                                                        control.get("label"))]
+    pins = {k: v for e in moved for k, v in e["pins"].items()}
+    removed = sorted({k for e in moved for k in e.get("removed", ())})
+    if len(moved) < 2 or set(pins) | set(removed) == set(joint["pins"]) | set(
+            joint.get("removed", ())):
+        return None
+    return {"name": "moving-dependencies", "pins": dict(sorted(pins.items())), "removed": removed}
+
+
 def forced_joint(diff: Mapping[str, Sequence[Optional[str]]], framework: str,
                  experiments: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
     """Every dependency at the earlier cell's version at once, without resolution (the later
@@ -427,7 +466,7 @@ def _what(experiment: Mapping[str, Any]) -> str:
     parts = [f"{k}=={v}" for k, v in sorted(pins.items())]
     parts += [f"without {k}" for k in experiment.get("removed", ())]
     what = " + ".join(parts) or experiment["name"]
-    if experiment["name"] in ("forced-pin", "removal", "forced-dependencies"):
+    if experiment["name"] in NO_DEPS and experiment["name"] != "earlier-framework":
         what += " (--no-deps)"
     return what
 
@@ -671,7 +710,8 @@ def measure_pair(flips: Sequence[Flip], before: Mapping[str, Any], after: Mappin
     # alone (always, so that a second sufficient cause is not missed), then all at once (only
     # while the cause is still undetermined).
     for step, kinds in ((narrowing, ("framework", "undetermined", "dependency", "python",
-                                     "dependencies")), (forced_joint, ("undetermined",))):
+                                     "dependencies")), (forced_joint, ("undetermined",)),
+                        (moving_joint, ("dependencies",))):
         open_keys = [f.key for f in flips
                      if decide(f, diff, records[f.key])["kind"] in kinds
                      and _control_reproduces(records[f.key], f)]

@@ -253,13 +253,53 @@ def test_a_forced_pin_outside_the_declared_range_can_be_the_cause_and_says_so():
 
 
 def test_the_earlier_framework_keeping_the_later_label_with_nothing_else_is_undetermined():
+    diff = {**FA_DIFF, "anyio": ["3.6.1", "3.6.2"]}
     runs = [exp("control", label="b"), exp("pin", {"starlette": "0.19.1"}, state="install-error"),
-            forced("earlier-framework", {"fastapi": "0.84.0"}),
-            forced("forced-pin", {"starlette": "0.19.1"})]
-    cause = attribute.decide(fa_flip(), FA_DIFF, runs)
+            exp("pin", {"anyio": "3.6.1"}), forced("earlier-framework", {"fastapi": "0.84.0"}),
+            forced("forced-pin", {"starlette": "0.19.1"}),
+            forced("forced-dependencies", {"anyio": "3.6.1", "starlette": "0.19.1"})]
+    cause = attribute.decide(fa_flip(), diff, runs)
     assert cause["kind"] == "undetermined"
     assert "still reads as the later release" in cause["note"]
     assert "needs the earlier framework and the earlier environment together" in cause["note"]
+
+
+def test_the_earlier_framework_keeping_the_later_label_when_one_package_differs_names_it():
+    """The copy is then the earlier cell with that one package moved forward: the label flips
+    with it, under the earlier framework, even when the other way round does not import."""
+    runs = [exp("control", label="b"), exp("pin", {"starlette": "0.19.1"}, state="install-error"),
+            forced("earlier-framework", {"fastapi": "0.84.0"}),
+            forced("forced-pin", {"starlette": "0.19.1"}, state="import-error")]
+    cause = attribute.decide(fa_flip(), FA_DIFF, runs)
+    assert cause["kind"] == "dependency" and cause["package"] == "starlette"
+    assert cause["versions"] == ["0.19.1", "0.20.4"]
+    assert "differs from the earlier cell in starlette 0.19.1 -> 0.20.4 alone" in cause["note"]
+    assert ("the later fastapi with the earlier starlette could not be measured: "
+            "starlette==0.19.1 did not run") in cause["note"]
+
+
+def test_when_only_all_changes_at_once_bring_it_back_the_ones_that_move_it_are_tried_together():
+    diff = {"fastapi": ["0.110.3", "0.111.0"], "orjson": [None, "3.10.3"],
+            "ujson": [None, "5.9.0"], "click": [None, "8.1.7"]}
+    flip = Flip("fastapi", "py3.8, highest Starlette", "SHAPE-1",
+                side("fa-0.110.3_st-0.37.2_py3.8", "0.110.3", "orjson:n/a ujson:n/a"),
+                side("fa-0.111.0_st-0.37.2_py3.8", "0.111.0", "orjson:ran ujson:ran"))
+    runs = [exp("control", label="orjson:ran ujson:ran"),
+            forced("earlier-framework", {"fastapi": "0.110.3"}, label="orjson:ran ujson:ran"),
+            forced("removal", removed=["click"], label="orjson:ran ujson:ran"),
+            forced("removal", removed=["orjson"], label="orjson:n/a ujson:ran"),
+            forced("removal", removed=["ujson"], label="orjson:ran ujson:n/a"),
+            forced("forced-dependencies", {}, removed=["click", "orjson", "ujson"],
+                   label="orjson:n/a ujson:n/a", reverts=True)]
+    assert attribute.decide(flip, diff, runs)["packages"] == ["click", "orjson", "ujson"]
+    assert attribute.moving_joint(diff, "fastapi", runs) == {
+        "name": "moving-dependencies", "pins": {}, "removed": ["orjson", "ujson"]}
+    runs.append(forced("moving-dependencies", {}, removed=["orjson", "ujson"],
+                       label="orjson:n/a ujson:n/a", reverts=True))
+    assert attribute.moving_joint(diff, "fastapi", runs) is None
+    cause = attribute.decide(flip, diff, runs)
+    assert cause["kind"] == "dependencies" and cause["packages"] == ["orjson", "ujson"]
+    assert "each move the label (without orjson + without ujson (--no-deps))" in cause["note"]
 
 
 def test_a_forced_install_that_does_not_import_is_undetermined_with_what_was_tried():
