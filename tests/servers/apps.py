@@ -208,9 +208,23 @@ async def cancel_receive(run, send, receive):
     await send(body(b"ok", False))
 
 
+async def lifespan(receive, send):
+    """Answer startup and shutdown: a server that waits for startup (hypercorn before 0.9)
+    would not listen until its timeout otherwise."""
+    while True:
+        message = await receive()
+        kind = message["type"].rpartition(".")[2]  # startup, shutdown
+        await send({"type": "lifespan." + kind + ".complete"})
+        if kind == "shutdown":
+            return
+
+
 async def probe(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return
     if scope["type"] != "http":
-        return  # lifespan and anything else: nothing to probe
+        return  # nothing else to probe
     query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
     run, path = query.get("run", "-"), scope["path"]
     await drain(receive)
