@@ -27,7 +27,7 @@ Each variant is warmed once first, so every figure is a warm-cache figure.
 The schedule set's cost instead (issue 13: "run them inside the cell's one test process").
 Each cell runs as (a) does -- ``run_cell``, environment from the store, warmed once -- and its
 one pytest process, timed on its own, also writes a JUnit report and the time pytest's
-collection took (a four-line plugin).  That wall time is split into parts that add up to it:
+collection took (a small plugin).  That wall time is split into parts that add up to it:
 start+exit (outside pytest's session: interpreter, freeze, pytest and conftest imports; the
 report and the exit), collection, the tests' own durations (setup + call + teardown) and
 "between" (the rest of the session: each test's report and record).  The tests are split by
