@@ -20,9 +20,13 @@ recorded environments (``provenance.packages``) are compared:
   removal or forced pin alone brings back A's label is the cause. When no single change does
   and several packages differ, one more run changes them all at once (resolved, or as a copy
   with ``--no-deps`` when resolution refuses it or a package is new): if A's label comes back,
-  the dependencies together are the cause. If nothing brings A's label back and every change
-  ran, the framework is, unless the earlier framework in the later environment also kept B's
-  label (then the earlier label needs both, and the cause stays ``undetermined``, saying so).
+  the dependencies together are the cause (narrowed, in one more run, to the changes that
+  each moved the label, if those alone together bring it back). If the earlier framework in
+  the later environment keeps B's label and only one dependency differs, that copy is A's cell
+  with the dependency moved forward: the dependency is the cause. If nothing brings A's label
+  back and every change ran, the framework is, unless the earlier framework in the later
+  environment also kept B's label (then the earlier label needs both, and the cause stays
+  ``undetermined``, saying so).
   What could not be run (a forced install that does not import, a suite that cannot run) also
   leaves it ``undetermined``, with exactly what was tried.
 
@@ -236,12 +240,17 @@ def experiment_record(name: str, pins: Mapping[str, str], python: Optional[str],
         record["reverts"] = (entry["verdict"], entry["label"]) == before.outcome()
     else:
         record["reverts"] = False
-        record["message"] = (result.get("message") or result["state"]).splitlines()[-1][:300]
+        last = (result.get("message") or result["state"]).splitlines()[-1]
+        record["message"] = _PRIVATE_ENV.sub("<cell-env>", last)[:300]
     seen = (result.get("provenance") or {}).get("packages") or {}
     moved = package_diff(after_packages, seen) if seen else {}
     record["also_changed"] = {k: v for k, v in moved.items() if k not in pins and k not in removed}
     return record
 
+
+#: A run's private environment folder (a random name) as a traceback names it: the same failure
+#: must read the same in every run.
+_PRIVATE_ENV = re.compile(r"[^\s(]*envs/[^/\s]+/env(?=/)")
 
 #: Experiments that change one thing in the later cell (what can single out a cause).
 SINGLES = ("pin", "python", "forced-pin", "removal")

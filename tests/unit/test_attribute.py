@@ -382,6 +382,17 @@ def test_an_experiment_in_a_copy_of_the_later_environment_installs_it_exactly_wi
     assert gone.slug == "removal-no-orjson-fa-0.85.0_st-0.20.4_py3.8"
 
 
+def test_a_failure_message_names_no_private_folder():
+    failed = {"state": "import-error", "message": "Traceback\n.bgmatrix/envs/fa-0.91.0_st-0.24.0"
+              "_py3.8.5_lx7mtv/env/lib/python3.8/site-packages/fastapi/applications.py:153: "
+              "AttributeError"}
+    record = attribute.experiment_record("forced-pin", {"starlette": "0.22.0"}, None, failed,
+                                         "MW-1", side("a", "0.90.1", "x"), {})
+    assert record["message"] == ("<cell-env>/lib/python3.8/site-packages/fastapi/"
+                                 "applications.py:153: AttributeError")
+    assert record["no_deps"] is True
+
+
 def test_undetermined_selects_flips_without_a_cause_that_still_describe_the_same_flip():
     flip = mw3_flip()
     entry = {**attribute.base_entry(flip, ANYIO_DIFF), "experiments": [],
