@@ -95,6 +95,10 @@ SDIST = {
     "tests/test_other.py": "try:\n    import blockbuster\nexcept ImportError:\n"
                            "    pass\nimport yaml\nimport json\n",
     "docs/src/tutorial.py": "import jose\n",
+    "docs_src/shop/__init__.py": "",
+    "docs_src/shop/main.py": "from .db import Session\n",
+    "docs_src/shop/db.py": "import sqlalchemy\n",
+    "tests/test_tut.py": "from tutorial import app\nfrom shop.main import Session\n",
     "docs/index.md": "not extracted\n",
 }
 
@@ -120,6 +124,16 @@ def test_imports_follow_local_modules_and_leave_optional_and_stdlib_out(tmp_path
     # conftest -> tests.helpers -> itsdangerous; the framework stays (its imports are checked
     # in the cell); blockbuster is optional, json is stdlib.
     assert names == {"itsdangerous", "pytest", "starlette.background", "yaml"}
+
+
+def test_tutorial_code_is_local_and_relative_imports_resolve(tmp_path):
+    fidelity.extract(make_sdist(tmp_path / "a.tar.gz", SDIST), tmp_path / "x")
+    root = tmp_path / "x"
+    # docs/src (old FastAPI) and docs_src are imported by bare name; shop.main's relative
+    # import leads to shop/db.py and its sqlalchemy
+    assert fidelity.test_imports(root, ["tests/test_tut.py"]) == {
+        "jose", "sqlalchemy", "pytest", "itsdangerous"}  # (the last two: tests/conftest.py)
+    assert fidelity.tutorial_dirs(root) == [root / "docs" / "src", root / "docs_src"]
 
 
 def test_requirements_and_what_failures_say_is_missing():
