@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from bgmatrix.files import read_checked
 from bgmatrix.site.model import ReportError
-from bgmatrix.site.render import cell_href, code, link, raw, table, text
+from bgmatrix.site.render import cell_href, clause_href, code, link, raw, table, text
 from bgmatrix.spec import ROOT
 
 ATTRIBUTION_PATH = ROOT / "matrix" / "attribution.json"
@@ -50,6 +50,30 @@ def cause_text(cause: Mapping[str, Any]) -> str:
         return f"Python {cause['versions'][0]} → {cause['versions'][1]}"
     return {"undetermined": "undetermined", "unstable": "not reproducible",
             "unmeasured": "not attributed yet"}[kind]
+
+
+#: Causes that are not the framework of the line: a release line must not credit the framework.
+NOT_THE_FRAMEWORK = ("dependency", "dependencies", "python")
+
+
+def outside_causes(clause_id: str, line: str, release: str,
+                   path: Path | None = None) -> list[str]:
+    """The measured causes of the clause's flips into ``release`` on ``line`` (``fastapi`` or
+    ``starlette``) that are not the line's framework: a dependency, several, or Python."""
+    found = []
+    for e in (load(path) or {}).get("flips", []):
+        cause = e["cause"]
+        if (e["clause"] != clause_id or e["line"] != line or e["to"]["version"] != release
+                or cause["kind"] not in NOT_THE_FRAMEWORK):
+            continue
+        if cause["kind"] == "dependency":
+            old, new = (v or "absent" for v in cause["versions"])
+            found.append(f"{cause['package']} {old} → {new}")
+        elif cause["kind"] == "dependencies":
+            found.append(" and ".join(cause["packages"]) + " together")
+        else:
+            found.append(cause_text(cause))
+    return sorted(set(found))
 
 
 def _today(entry: Mapping[str, Any]) -> Markup:
@@ -103,3 +127,26 @@ def clause_section(clause_id: str, root: str = "../", path: Path | None = None) 
             "pin ignores the release's declared range, and the cause says so.", "",
             raw(Markup("<section data-search-exclude>{}</section>").format(
                 table(["Line", "From → to", "Label", "Cause"], rows))), ""]
+
+
+def cell_section(cell_id: str, root: str = "../", path: Path | None = None) -> list[str]:
+    """``## Labels that change here``: the flips whose earlier or later cell is this one, with
+    their cause, or nothing."""
+    entries = [e for e in (load(path) or {}).get("flips", [])
+               if cell_id in (e["from"]["cell"], e["to"]["cell"])]
+    if not entries:
+        return []
+    rows = []
+    for e in entries:
+        other = e["to"] if e["from"]["cell"] == cell_id else e["from"]
+        rows.append([link(clause_href(root, e["clause"]), e["clause"]),
+                     Markup("{} → {}").format(e["from"]["version"], e["to"]["version"]),
+                     Markup("{} → {}").format(code(e["from"]["label"]), code(e["to"]["label"])),
+                     Markup("<strong>{}</strong> (against {})").format(
+                         cause_text(e["cause"]), link(cell_href(root, other["cell"]),
+                                                      other["cell"]))])
+    return ["## Labels that change at this release", "",
+            "Where a clause's label differs from the adjacent release's, `bgmatrix attribute` "
+            "measured why (the clause page has the experiments).", "",
+            raw(Markup("<section data-search-exclude>{}</section>").format(
+                table(["Clause", "From → to", "Label", "Cause"], rows))), ""]

@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from bgmatrix import agreement, results
 from bgmatrix.results import Result
-from bgmatrix.site import cite, model, releases
+from bgmatrix.site import attribution, cite, model, releases
 from bgmatrix.site.markup import clean, json_for_script
 from bgmatrix.site.pages import NO_RESULTS
 from bgmatrix.site.render import (
@@ -221,6 +221,7 @@ def cell_page(snapshot: model.Snapshot, result: Result, cite_data: CiteData | No
         lines.append("No clause verdicts: the suite did not run to completion.\n")
     if "wire" in result:
         lines += wire_section(root, result, snapshot.probes)
+    lines += attribution.cell_section(result["cell"]["id"], root)
     lines += ["## Evidence", ""]
     rest = len(result["tests"]) - len(shown)
     lines.append(raw(part("para")(Markup(

@@ -238,10 +238,24 @@ def ranges_text(
     if not runs:
         return "not measured yet"
     shown = [f"{describe(r.outcomes, code)} in {span_text(snapshot, r, timeline.kind)}"
-             for r in runs[:MAX_RANGES]]
+             + (cause_note(timeline, r.first) if i else "")
+             for i, r in enumerate(runs[:MAX_RANGES])]
     if len(runs) > MAX_RANGES:
         shown.append(f"and {len(runs) - MAX_RANGES} more ranges (see the clause page)")
     return "; ".join(shown)
+
+
+def cause_note(timeline: model.Timeline, release: str) -> str:
+    """`` (the change follows anyio 3.7.1 → 4.0.0, not Starlette)`` where ``bgmatrix
+    attribute`` traced the flip into ``release`` to something other than the line's framework
+    (issue 13: a release line never credits the framework for a dependency's change)."""
+    from bgmatrix.site import attribution  # the attribution file is read once per change
+
+    causes = attribution.outside_causes(timeline.clause_id, timeline.kind, release)
+    if not causes:
+        return ""
+    name = "FastAPI" if timeline.kind == "fastapi" else "Starlette"
+    return f" (the change follows {' and '.join(causes)}, not {name})"
 
 
 def timeline_kind(snapshot: model.Snapshot, clause_id: str) -> str:

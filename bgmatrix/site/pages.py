@@ -406,6 +406,9 @@ def timeline_table(snapshot: model.Snapshot, timeline: model.Timeline, root: str
         notes = []
         if change and run is change[1]:
             notes.append("first change")
+        follows = cite.cause_note(timeline, run.first).strip(" ()")
+        if follows and run.measured:  # a flip a dependency caused (bgmatrix attribute)
+            notes.append(text(follows))
         if run.first in flips:
             notes.append(part("flip")("flips back") + " to an earlier behaviour")
         if not run.measured:

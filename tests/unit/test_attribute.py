@@ -700,3 +700,32 @@ def test_the_starlette_0_32_0_boundary_follows_anyio_for_real(tmp_path):
               f"    0.32.0 + anyio=={old} {outcomes(pinned)[clause]}")
     assert flipped, "no clause flips at this boundary: nothing to attribute"
     assert outcomes(pinned) == outcomes(a)  # every flip comes back with anyio 3.7.1
+
+
+def test_a_release_line_never_credits_the_framework_for_a_dependency(monkeypatch):
+    """Issue 13: where attribution traced a flip to a dependency, the release line and the
+    timeline say so; a framework-caused flip reads as before."""
+    from types import SimpleNamespace
+
+    from bgmatrix.site import attribution as site_attribution
+    from bgmatrix.site import cite
+
+    def flip(release, cause):
+        return {"clause": "MW-3", "line": "starlette", "to": {"version": release},
+                "from": {"version": "x"}, "cause": cause}
+
+    flips = [flip("0.32.0", {"kind": "dependency", "package": "anyio",
+                             "versions": ["3.7.1", "4.0.0"], "note": ""}),
+             flip("0.46.0", {"kind": "framework", "package": "starlette",
+                             "versions": ["0.45.3", "0.46.0"], "note": ""}),
+             flip("0.20.0", {"kind": "dependencies", "packages": ["orjson", "ujson"],
+                             "note": ""})]
+    monkeypatch.setattr(site_attribution, "load", lambda path=None: {"flips": flips})
+    line = SimpleNamespace(clause_id="MW-3", kind="starlette")
+    assert cite.cause_note(line, "0.32.0") == \
+        " (the change follows anyio 3.7.1 → 4.0.0, not Starlette)"
+    assert cite.cause_note(line, "0.46.0") == ""
+    assert cite.cause_note(line, "0.20.0") == \
+        " (the change follows orjson and ujson together, not Starlette)"
+    assert cite.cause_note(SimpleNamespace(clause_id="MW-1", kind="starlette"), "0.32.0") == ""
+    assert cite.cause_note(SimpleNamespace(clause_id="MW-3", kind="fastapi"), "0.32.0") == ""
