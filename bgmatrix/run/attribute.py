@@ -525,11 +525,44 @@ def reuses(previous: Mapping[str, Any], flip: Flip,
             and entry["cause"]["kind"] not in ("undetermined", "unmeasured"))
 
 
+def without_fastapi(entry: Mapping[str, Any], stored: Mapping[str, Mapping[str, Any]]
+                    ) -> Optional[dict[str, Any]]:
+    """The cause of an undetermined FastAPI flip whose Starlette also changed, when the
+    Starlette line reproduces it: the Starlette-only cells (no FastAPI installed, the same
+    Python) at the two Starlette versions read exactly the earlier and the later label.  The
+    framework of the line is then not needed for the change; Starlette's change is the cause.
+    Used only where no experiment could cross the two releases (each fails in the other's
+    environment), and said so."""
+    versions = entry["differing"].get("starlette")
+    if (entry["line"] != "fastapi" or entry["cause"]["kind"] != "undetermined"
+            or not versions or None in versions):
+        return None
+    python = entry["from"]["python"]
+    sides = []
+    for version, side in zip(versions, (entry["from"], entry["to"])):
+        result = stored.get(f"st-{version}_py{python}")
+        seen = (result or {}).get("clauses", {}).get(entry["clause"])
+        if result is None or result.get("state") != "ok" or seen is None:
+            return None
+        verdict, label = seen[:2] if isinstance(seen, list) else (seen["verdict"], seen["label"])
+        if (verdict, label) != (side["verdict"], side["label"]):
+            return None
+        sides.append(result["cell"]["id"])
+    old, new = versions
+    return {"kind": "dependency", "package": "starlette", "versions": [old, new],
+            "reproduced_by": sides,
+            "note": f"the Starlette line reproduces the change with no FastAPI installed: "
+                    f"{sides[0]} reads the earlier label and {sides[1]} the later one; no "
+                    f"experiment could cross the two releases ({entry['cause']['note']})"}
+
+
 def document(flips: Sequence[Flip], diffs: Mapping[tuple, Mapping],
              measured: Mapping[tuple, Mapping[str, Any]],
-             previous: Optional[Mapping[str, Any]], suite_hash: Optional[str]) -> dict[str, Any]:
+             previous: Optional[Mapping[str, Any]], suite_hash: Optional[str],
+             stored: Optional[Mapping[str, Mapping[str, Any]]] = None) -> dict[str, Any]:
     """The attribution file: every flip once, measured now, kept from ``previous`` when it still
-    describes the same flip, else attributed from the environments alone."""
+    describes the same flip, else attributed from the environments alone; an undetermined
+    FastAPI flip the Starlette line reproduces is Starlette's (:func:`without_fastapi`)."""
     kept = {(e["from"]["cell"], e["to"]["cell"], e["clause"]): e
             for e in (previous or {}).get("flips", [])}
     entries = []
@@ -542,6 +575,8 @@ def document(flips: Sequence[Flip], diffs: Mapping[tuple, Mapping],
         else:
             entry = {**base_entry(flip, diff), "experiments": []}
             entry["cause"] = decide(flip, diff, None)
+        if stored is not None and entry["cause"]["kind"] == "undetermined":
+            entry["cause"] = without_fastapi(entry, stored) or entry["cause"]
         entries.append(entry)
     return {"format": FORMAT, "suite_hash": suite_hash,
             "about": "Why a clause's label changes between adjacent releases of a line, "
@@ -896,10 +931,11 @@ def command(args: argparse.Namespace) -> int:
             add_framework_files(measured, log=print)
     finally:  # Ctrl-C keeps what was measured
         doc = document(flips, diffs, measured, previous,
-                       next(iter(suite_hashes)) if len(suite_hashes) == 1 else None)
+                       next(iter(suite_hashes)) if len(suite_hashes) == 1 else None, stored)
         changed = write(doc, out)
+    final = {(e["from"]["cell"], e["to"]["cell"], e["clause"]): e for e in doc["flips"]}
     for key in sorted(measured, key=lambda k: flip_order(next(f for f in flips if f.key == k))):
-        entry = measured[key]
+        entry = final[key]  # as written: without_fastapi may have settled it
         print(f"{entry['clause']} {entry['from']['version']} -> {entry['to']['version']} "
               f"({entry['series']}): {cause_text(entry['cause'])}")
     print(f"{out}: {'written' if changed else 'unchanged'}; {len(measured)} flip(s) measured, "

@@ -729,3 +729,36 @@ def test_a_release_line_never_credits_the_framework_for_a_dependency(monkeypatch
         " (the change follows orjson and ujson together, not Starlette)"
     assert cite.cause_note(SimpleNamespace(clause_id="MW-1", kind="starlette"), "0.32.0") == ""
     assert cite.cause_note(SimpleNamespace(clause_id="MW-3", kind="fastapi"), "0.32.0") == ""
+
+
+def test_an_uncrossable_fastapi_flip_is_starlettes_when_the_starlette_line_reproduces_it():
+    from bgmatrix.run import attribute
+
+    entry = {"line": "fastapi", "clause": "MW-1", "differing": {
+        "fastapi": ["0.90.1", "0.91.0"], "starlette": ["0.22.0", "0.24.0"]},
+        "from": {"python": "3.8", "verdict": "deviates", "label": "schedule-dependent (x)"},
+        "to": {"python": "3.8", "verdict": "deviates", "label": "before-body"},
+        "cause": {"kind": "undetermined", "note": "neither crossing ran"}}
+
+    def cell(version, verdict, label):
+        return {"cell": {"id": f"st-{version}_py3.8"}, "state": "ok",
+                "clauses": {"MW-1": [verdict, label]}}
+
+    stored = {"st-0.22.0_py3.8": cell("0.22.0", "deviates", "schedule-dependent (x)"),
+              "st-0.24.0_py3.8": cell("0.24.0", "deviates", "before-body")}
+    cause = attribute.without_fastapi(entry, stored)
+    assert cause["kind"] == "dependency" and cause["package"] == "starlette"
+    assert cause["versions"] == ["0.22.0", "0.24.0"]
+    assert cause["reproduced_by"] == ["st-0.22.0_py3.8", "st-0.24.0_py3.8"]
+    assert "neither crossing ran" in cause["note"]
+    # the Starlette line must read both labels exactly, on the same Python
+    stored["st-0.24.0_py3.8"] = cell("0.24.0", "deviates", "after-body")
+    assert attribute.without_fastapi(entry, stored) is None
+    del stored["st-0.24.0_py3.8"]
+    assert attribute.without_fastapi(entry, stored) is None
+    # only for an undetermined FastAPI flip whose Starlette changed
+    stored["st-0.24.0_py3.8"] = cell("0.24.0", "deviates", "before-body")
+    assert attribute.without_fastapi({**entry, "cause": {"kind": "framework", "note": ""}},
+                                     stored) is None
+    assert attribute.without_fastapi({**entry, "differing": {"fastapi": ["a", "b"]}},
+                                     stored) is None
