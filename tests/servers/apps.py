@@ -256,6 +256,6 @@ app = probe  # ASGI 3: what every server is told, or detects from the coroutine 
 
 
 def asgi2(scope):
-    """The probe as an ASGI 2 app, for a uvicorn too old to be told the interface (before
-    0.7), which calls ``app(scope)`` and awaits ``instance(receive, send)``."""
+    """The probe as an ASGI 2 app, for servers older than ASGI 3 (tests/servers/serve.py
+    chooses), which call ``app(scope)`` and await ``instance(receive, send)``."""
     return lambda receive, send: probe(scope, receive, send)

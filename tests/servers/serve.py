@@ -24,15 +24,20 @@ serve.HERE = HERE
 
 
 def choose_interface():
-    """A uvicorn that cannot be told the interface calls every app as ASGI 2."""
-    if not serve.SERVER.startswith("uvicorn"):
-        return
+    """Servers too old for ASGI 3 call every app as ASGI 2, found by looking at what the
+    installed release has, never by its version: a uvicorn that cannot be told the interface
+    (before 0.7), a hypercorn without ``utils.invoke_asgi`` (before 0.6)."""
     import inspect
 
-    import uvicorn
-    config = getattr(uvicorn, "Config", None)
-    if config is None or "interface" not in inspect.signature(config.__init__).parameters:
-        apps.app = apps.asgi2
+    if serve.SERVER.startswith("uvicorn"):
+        import uvicorn
+        config = getattr(uvicorn, "Config", None)
+        if config is None or "interface" not in inspect.signature(config.__init__).parameters:
+            apps.app = apps.asgi2
+    elif serve.SERVER == "hypercorn":
+        import hypercorn.utils
+        if not hasattr(hypercorn.utils, "invoke_asgi"):
+            apps.app = apps.asgi2
 
 
 if __name__ == "__main__":
