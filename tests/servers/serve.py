@@ -26,7 +26,7 @@ serve.HERE = HERE
 def choose_interface():
     """Servers too old for ASGI 3 call every app as ASGI 2, found by looking at what the
     installed release has, never by its version: a uvicorn that cannot be told the interface
-    (before 0.7), a hypercorn without ``utils.invoke_asgi`` (before 0.6)."""
+    (before 0.7), a hypercorn whose typing names no ASGI 3 (before 0.6)."""
     import inspect
 
     if serve.SERVER.startswith("uvicorn"):
@@ -35,8 +35,10 @@ def choose_interface():
         if config is None or "interface" not in inspect.signature(config.__init__).parameters:
             apps.app = apps.asgi2
     elif serve.SERVER == "hypercorn":
-        import hypercorn.utils
-        if not hasattr(hypercorn.utils, "invoke_asgi"):
+        import hypercorn.typing
+        # ASGI 3 came with ``ASGI3Framework`` (0.6); 0.14 names ASGI 3 ``ASGIFramework`` beside
+        # ``WSGIFramework``.  Neither name: the release calls ``app(scope)``.
+        if not any(hasattr(hypercorn.typing, n) for n in ("ASGI3Framework", "WSGIFramework")):
             apps.app = apps.asgi2
 
 
