@@ -141,12 +141,11 @@ def cell_section(cell_id: str, root: str = "../", path: Path | None = None) -> l
         other = e["to"] if e["from"]["cell"] == cell_id else e["from"]
         rows.append([link(clause_href(root, e["clause"]), e["clause"]),
                      Markup("{} → {}").format(e["from"]["version"], e["to"]["version"]),
-                     Markup("{} → {}").format(code(e["from"]["label"]), code(e["to"]["label"])),
-                     Markup("<strong>{}</strong> (against {})").format(
+                     Markup("{} (against {})").format(
                          cause_text(e["cause"]), link(cell_href(root, other["cell"]),
                                                       other["cell"]))])
     return ["## Labels that change at this release", "",
             "Where a clause's label differs from the adjacent release's, `bgmatrix attribute` "
-            "measured why (the clause page has the experiments).", "",
+            "measured why; the clause page has both labels and the experiments.", "",
             raw(Markup("<section data-search-exclude>{}</section>").format(
-                table(["Clause", "From → to", "Label", "Cause"], rows))), ""]
+                table(["Clause", "From → to", "Cause"], rows))), ""]

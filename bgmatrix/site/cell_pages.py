@@ -27,6 +27,7 @@ from bgmatrix.site.render import (
     SEARCH_EXCLUDED,
     cell_href,
     citation_block,
+    clause_href,
     clause_link,
     link,
     outcome_html,
@@ -421,12 +422,17 @@ def wire_section(root: str, result: Result,
         for cid, entry in sorted(run["clauses"].items()):
             mine: Mapping[str, Any] = result["clauses"].get(cid, {})
             item = differ.get(cid)
-            flag = (f"disagree ({item.kind}): " + (item.explanation.text if item.explanation
-                                                   else "unexplained")
-                    if item else "agree" if mine.get("verdict") == entry["verdict"] else "—")
+            flag: Any = ("agree" if mine.get("verdict") == entry["verdict"] else "—")
+            if item:  # the sentence itself is on the clause page, once for every cell
+                basis = item.explanation.basis if item.explanation else None
+                why: Any = "unexplained" if basis is None else link(
+                    clause_href(root, cid) + "#why-the-sources-differ",
+                    "explained by a raw schedule" if basis == "schedule"
+                    else f"explained by the server fact {basis}")
+                flag = Markup("disagree ({}): {}").format(item.kind, why)
             rows.append([clause_link(root, cid),
                          text(f"{mine.get('verdict', '-')} · {mine.get('label', '-')}", 200),
-                         text(f"{entry['verdict']} · {entry['label']}", 200), text(flag, 900)])
+                         text(f"{entry['verdict']} · {entry['label']}", 200), flag])
         if rows:
             lines.append(raw(table(["Clause", "Raw ASGI", server, ""], rows)))
         lines.append("")

@@ -57,6 +57,8 @@ QUESTIONS = {
 def _value(found: Any) -> str:
     if found is None:
         return "-"
+    if found == "None":  # the probe's fact never came: the server held the request
+        return "no answer"
     if isinstance(found, list):
         return ", ".join(found) or "(empty)"
     return str(found)
@@ -70,7 +72,8 @@ def page(snapshot: model.Snapshot) -> str:
              "app, no framework, served by each server release a wire run served, through the "
              "same launcher and options (`bgmatrix probe`; the app is "
              "`tests/servers/apps.py`). A probe whose outcomes differed between its repeats "
-             "shows all of them, joined by `|`.", ""]
+             "shows all of them, joined by `|`; *no answer* means the probe's fact never came "
+             "within its wait (the server held the request).", ""]
     probes = snapshot.probes
     if not probes or not probes.get("releases"):
         return "\n".join(lines + ["No server has been probed yet: run `bgmatrix probe`.", ""])
