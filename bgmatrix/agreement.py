@@ -212,9 +212,9 @@ def request_after_body(case: Case) -> Optional[Explanation]:
     return Explanation("disconnect.close", (
         f"{case.release} answers receive() after the request body with another "
         "http.request, where ASGI has it wait and then send http.disconnect (probe "
-        "disconnect.close: http.request); no raw schedule does that. The middleware's "
-        "listener takes it for the start of a new body, and which case ends cancelled "
-        "varies from run to run: a server fault, not a fact about the framework"))
+        "disconnect.close: http.request); no raw schedule does that. Under "
+        "BaseHTTPMiddleware the task then ends cancelled in one case or the other "
+        "depending on the run: a server fault, not a fact about the framework"))
 
 
 def send_raises(case: Case) -> Optional[Explanation]:
@@ -222,13 +222,14 @@ def send_raises(case: Case) -> Optional[Explanation]:
     found = case.facts.get("send-after-close.send")
     if found in (None, "ok") or case.clause != "MW-7" or case.wire.get("label") != "skipped":
         return None
-    mw9 = (case.result.get("clauses") or {}).get("MW-9") or {}
+    seen = (case.wire.get("evidence") or {}).get("app_exception")
     return Explanation("send-after-close.send", (
         f"{case.release} raises {found} from send once the client has left mid-stream "
-        "(probe send-after-close.send), where ASGI before 2.4 has it drop the message; the "
-        "exception ends the stream before its background. The raw case that reproduces it "
-        f"is MW-9, a send that raises after a disconnect, which reads "
-        f"{mw9.get('label', 'not measured')} in this cell"))
+        "(probe send-after-close.send), where ASGI before 2.4 has it drop the message (and "
+        "2.4 lets it raise OSError only); the exception ends the stream before its background"
+        + (f" (the wire run recorded {seen} leaving the app)" if seen else "")
+        + ". The raw harness drops such messages as ASGI asks, and no raw schedule raises "
+        "anything but OSError (MW-9): a server fault, not a fact about the framework"))
 
 
 def cancel_message_lost(case: Case) -> Optional[Explanation]:
@@ -247,7 +248,7 @@ def cancel_message_lost(case: Case) -> Optional[Explanation]:
         "CancelledError without the cancellation's message (probe cancel-receive: "
         "lost-message); anyio's cancel scope takes it for a foreign cancellation and lets it "
         "out of the streaming response's task group, which ends the response before its "
-        "background (the app's log: CancelledError: Future cancelled.)"))
+        "background"))
 
 
 #: Tried in order; the first that holds explains the disagreement.
