@@ -163,7 +163,7 @@ def generate(
         text = (spec.SPEC_DIR / f"{name}.md").read_text(encoding="utf-8")
         page(f"spec/{name}.md", pages.spec_chapter(snapshot, text))
     deployment.generate(page)  # deployment.md and spec/deployment.md (matrix/deployment.json)
-    fidelity.generate(page)  # fidelity.md (matrix/fidelity.json)
+    fidelity.generate(page, {r["cell"]["id"] for r in snapshot.cells()})  # fidelity.md
     page(servers.PAGE, servers.page(snapshot))  # matrix/server-probes.json
     for path in sorted(suite.SUITE_DIR.glob("test_*.py")):
         source = path.read_text(encoding="utf-8")

@@ -502,8 +502,11 @@ def card(ctx: Context, name: str) -> list[str]:
               f"{', '.join(g.unmeasured) or 'none'}.", ""]
     rows = [[_requirement_cell(ctx, cid), verdict_html(result, cid)]
             for cid in ctx.requirements]
-    lines.append(raw(part("scroll")(table(["Requirement", "Verdict, label and expectation"],
-                                          rows, class_="bgm-table bgm-card"))))
+    # Out of the search index (a <section>, as on the clause pages): each card repeats every
+    # requirement's title, 5 KB a card; the count above and the requirement list stay searchable.
+    lines.append(raw(Markup("<section data-search-exclude>{}</section>").format(
+        part("scroll")(table(["Requirement", "Verdict, label and expectation"], rows,
+                             class_="bgm-table bgm-card")))))
     return lines
 
 

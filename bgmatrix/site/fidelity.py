@@ -9,7 +9,7 @@ at it found. Every number is the record's; the fixed texts explain states only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from bgmatrix.errors import FidelityError
 from bgmatrix.files import read_checked
 from bgmatrix.plan.store import version_key
 from bgmatrix.site.markup import esc
-from bgmatrix.site.render import code
+from bgmatrix.site.render import NOT_SEARCHED, code
 
 FIDELITY_PATH = spec.ROOT / "matrix" / "fidelity.json"
 PAGE = "fidelity.md"
@@ -56,7 +56,15 @@ def _environment(entry: dict[str, Any]) -> str:
                                    for n, (a, b) in sorted(found["differences"].items()))
 
 
-def line_table(data: dict[str, Any], project: str) -> list[str]:
+def _cell(cell_id: str, cells: Collection[str]) -> str:
+    """The cell's id, a link where the snapshot has its page (a results folder of a few cells
+    builds a site without the others)."""
+    if cell_id in cells:
+        return f"[{esc(cell_id)}](cells/{cell_id}.md)"
+    return str(code(cell_id))
+
+
+def line_table(data: dict[str, Any], project: str, cells: Collection[str]) -> list[str]:
     rows = [(k, e) for k, e in sorted(data["lines"].items(), key=lambda kv: _order(kv[0]))
             if k.startswith(project + "-")]
     lines = ["| Line | Cell | State | Passed | Failed | Skipped | Errors | pytest | "
@@ -65,30 +73,49 @@ def line_table(data: dict[str, Any], project: str) -> list[str]:
         t = e["totals"]
         state = esc(e["state"]) if e["state"] in ("ok", "failures") else (
             f"{esc(e['state'])}: {esc(STATE_WORDS.get(e['state'], ''))}")
-        lines.append(f"| {esc(key.partition('-')[2])} | "
-                     f"[{esc(e['cell']['id'])}](cells/{e['cell']['id']}.md) | {state} | "
-                     f"{t['passed']} | {t['failed']} | {t['skipped']} | {t['errors']} | "
-                     f"{esc(e['pytest'] or '—')} | {_environment(e)} |")
+        lines.append(f"| {esc(key.partition('-')[2])} | {_cell(e['cell']['id'], cells)} | "
+                     f"{state} | {t['passed']} | {t['failed']} | {t['skipped']} | "
+                     f"{t['errors']} | {esc(e['pytest'] or '—')} | {_environment(e)} |")
     return lines
 
 
 def failure_section(data: dict[str, Any]) -> list[str]:
+    """Each explanation once, with the lines it covers and (out of the search index) the tests
+    it explains; then every failure not yet explained, one by one. Grouped because one cause
+    (root and a chmod'ed folder) fails the same test on every Starlette line."""
+    ordered = sorted(data["lines"].items(), key=lambda kv: _order(kv[0]))
     out: list[str] = []
-    for key, e in sorted(data["lines"].items(), key=lambda kv: _order(kv[0])):
+    for key, e in ordered:
         if e["message"] and e["state"] not in ("no-tests", "no-sdist"):
-            out += [f"### {esc(key)}", "", f"{esc(e['state'])}: {esc(e['message'])}", ""]
-        if not e["failures"]:
-            continue
-        if not (e["message"] and e["state"] not in ("no-tests", "no-sdist")):
-            out += [f"### {esc(key)}", ""]
+            out += [f"- {esc(key)}: {esc(e['state'])}: {esc(e['message'])}"]
+    if out:
+        out = ["### Lines whose tests did not run", ""] + out + [""]
+    groups: dict[str, dict[str, list[str]]] = {}
+    unexplained: list[str] = []
+    for key, e in ordered:
         for f in e["failures"]:
-            why = esc(f["explanation"]) if f["explanation"] else "**not yet explained**"
-            out.append(f"- {code(f['test'])} ({esc(f['outcome'])}: {esc(f['reason'])}). {why}")
-        out.append("")
+            if not f["explanation"]:
+                unexplained.append(f"- {esc(key)}: {code(f['test'])} ({esc(f['outcome'])}: "
+                                   f"{esc(f['reason'])})")
+                continue
+            groups.setdefault(f["explanation"], {}).setdefault(key, []).append(f["test"])
+    for explanation, by_line in sorted(groups.items(),
+                                       key=lambda kv: -sum(map(len, kv[1].values()))):
+        count = sum(map(len, by_line.values()))
+        tests = sorted({t for names in by_line.values() for t in names})
+        out += [f"### {count} failure{'s' if count != 1 else ''} on {len(by_line)} "
+                f"line{'s' if len(by_line) != 1 else ''}: explained", "",
+                esc(explanation), "",
+                "Lines: " + ", ".join(f"{esc(k)} ({len(v)})" for k, v in by_line.items()), "",
+                f"#### The tests{NOT_SEARCHED}", ""]
+        out += [f"- {code(t)}" for t in tests] + [""]
+    if unexplained:
+        out += [f"### {len(unexplained)} not yet explained", ""] + unexplained + [""]
     return out or ["None.", ""]
 
 
-def page(data: dict[str, Any] | None) -> str:
+def page(data: dict[str, Any] | None, cells: Collection[str] = ()) -> str:
+    """The page; ``cells`` are the ids the snapshot has pages for (the others are not links)."""
     lines = [f"# {TITLE}", ""]
     if data is None:
         return "\n".join(lines + ["Not measured yet: `bgmatrix fidelity` writes "
@@ -98,22 +125,27 @@ def page(data: dict[str, Any] | None) -> str:
     failed = sum(e["totals"]["failed"] + e["totals"]["errors"] for e in measured)
     same = sum(1 for e in data["lines"].values()
                if (e.get("environment") or {}).get("matches_result"))
+    left = sum(1 for e in data["lines"].values() for f in e["failures"]
+               if not f["explanation"])
     lines += [
         f"**{len(measured)} of {len(data['lines'])} lines ran their own tests in their cell: "
-        f"{passed} tests passed, {failed} failed or errored; {same} rebuilt environments hold "
-        "exactly the packages their committed result recorded.**", "",
+        f"{passed} tests passed, {failed} failed or errored ({left} not yet explained); "
+        f"{same} rebuilt environments hold exactly the packages their committed result "
+        "recorded.**", "",
         "One cell per minor line (the line's newest release; for FastAPI the cell with the "
         "highest Starlette inside its declared range; the lowest planned Python). The tests "
         f"come from the release's source distribution: {esc(data['selection'])}. What they "
         "import that the cell lacks, and pytest, are installed as of the cell's cutoff beside "
         "the cell, never into it. Measured by `bgmatrix fidelity`; raw record: "
         "`matrix/fidelity.json`.", ""]
-    for project, title in (("starlette", "Starlette"), ("fastapi", "FastAPI")):
-        lines += [f"## {title} lines", ""] + line_table(data, project) + [""]
     lines += ["## Failures and what they are", ""] + failure_section(data)
+    for project, title in (("starlette", "Starlette"), ("fastapi", "FastAPI")):
+        # Out of the search index: a row per line, found from the line's release page.
+        lines += [f"## {title} lines{NOT_SEARCHED}", ""] + line_table(data, project, cells)
+        lines += [""]
     return "\n".join(lines) + "\n"
 
 
-def generate(page_writer: Callable[[str, str], Any]) -> None:
-    """Write the Fidelity page (build.generate's hook)."""
-    page_writer(PAGE, page(load()))
+def generate(page_writer: Callable[[str, str], Any], cells: Collection[str]) -> None:
+    """Write the Fidelity page (build.generate's hook); ``cells``: the snapshot's cell ids."""
+    page_writer(PAGE, page(load(), cells))

@@ -564,7 +564,9 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
                                       [r for _, r in rows])))),
              ""]
     if numbers:
-        lines += ["### Why the sources differ", "",
+        # Not searched: each explanation lists the server releases it covers (20 KB on MW-1);
+        # the Servers page indexes the facts themselves.
+        lines += [f"### Why the sources differ{NOT_SEARCHED}", "",
                   "Each explanation rests on a measurement: a raw schedule that gives the "
                   "server's outcome, or a fact about the server probed with no framework "
                   "(see [Servers](" + root + "servers.md)).", ""]

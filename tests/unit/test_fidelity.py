@@ -8,6 +8,7 @@ Nothing here downloads or installs: the sdists are small archives made in the te
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import subprocess
@@ -21,6 +22,7 @@ from bgmatrix.errors import FidelityError, UsageError
 from bgmatrix.plan import store
 from bgmatrix.run import fidelity
 from bgmatrix.site import fidelity as site_fidelity
+from bgmatrix.site.markup import esc
 from bgmatrix.spec import ROOT
 
 
@@ -279,9 +281,21 @@ def test_the_page_lists_each_line_its_counts_and_the_explanations():
     data = fidelity.record({"starlette-0.30": entry(failures=[
         ("tests/a.py::test_perm", "assert 200 == 401")]), "starlette-0.9": entry("no-tests")},
         known=KNOWN)
-    text = site_fidelity.page(data)
+    text = site_fidelity.page(data, cells={"st-0.30.0_py3.8"})
     assert text.startswith(f"# {site_fidelity.TITLE}")
     assert ("(cells/st-0.30.0_py3.8.md) | failures | 3 | 1 | 0 | 0 | 7.4.0 | same as its "
             "result |") in text
     assert "runs as root" in text and "the source distribution ships no tests" in text
+    assert "1 failure on 1 line: explained" in text and f"{esc('starlette-0.30')} (1)" in text
+    # A cell the snapshot has no page for is named, never linked (mkdocs --strict refuses it).
+    alone = site_fidelity.page(data, cells=())
+    assert "cells/st-0.30.0_py3.8.md" not in alone and "st-0.30.0_py3.8" in html.unescape(alone)
+
+
+def test_an_unexplained_failure_is_listed_on_its_own():
+    data = fidelity.record({"starlette-0.30": entry(failures=[
+        ("tests/a.py::test_new", "assert 1 == 2")])}, known=KNOWN)
+    text = site_fidelity.page(data)
+    assert "1 not yet explained" in text and "(1 not yet explained)" in text
+    assert "assert 1 == 2" in text
     assert "Not measured yet" in site_fidelity.page(None)
