@@ -73,6 +73,9 @@ def line_table(data: dict[str, Any], project: str, cells: Collection[str]) -> li
         t = e["totals"]
         state = esc(e["state"]) if e["state"] in ("ok", "failures") else (
             f"{esc(e['state'])}: {esc(STATE_WORDS.get(e['state'], ''))}")
+        if e.get("tests_from"):  # the sdist had none: the release's tag gave them
+            state += (f" (tests from tag {esc(e['tests_from']['git_tag'])}, "
+                      f"{code(e['tests_from']['commit'][:12])})")
         lines.append(f"| {esc(key.partition('-')[2])} | {_cell(e['cell']['id'], cells)} | "
                      f"{state} | {t['passed']} | {t['failed']} | {t['skipped']} | "
                      f"{t['errors']} | {esc(e['pytest'] or '—')} | {_environment(e)} |")
@@ -136,8 +139,9 @@ def page(data: dict[str, Any] | None, cells: Collection[str] = ()) -> str:
         "highest Starlette inside its declared range; the lowest planned Python). The tests "
         f"come from the release's source distribution: {esc(data['selection'])}. What they "
         "import that the cell lacks, and pytest, are installed as of the cell's cutoff beside "
-        "the cell, never into it. Measured by `bgmatrix fidelity`; raw record: "
-        "`matrix/fidelity.json`.", ""]
+        "the cell, never into it. Where the sdist ships no tests, they come from the "
+        "release's tag in the project's repository (`bgmatrix fidelity --git`), and the line "
+        "says so. Measured by `bgmatrix fidelity`; raw record: `matrix/fidelity.json`.", ""]
     lines += ["## Failures and what they are", ""] + failure_section(data)
     for project, title in (("starlette", "Starlette"), ("fastapi", "FastAPI")):
         # Out of the search index: a row per line, found from the line's release page.

@@ -147,8 +147,11 @@ def test_requirements_and_what_failures_say_is_missing():
         'RuntimeError: Form data requires "python-multipart" to be installed.',
         "Failed: 'xdist_group' not found in `markers` configuration option",
         "ERROR: Unknown config option: timeout",
+        "AssertionError: ujson must be installed to use UJSONResponse",
+        "fixture 'event_loop' not found",
         "assert 200 == 401",
-    ]) == {"trio", "python-multipart", "pytest-xdist", "pytest-timeout"}
+    ]) == {"trio", "python-multipart", "pytest-xdist", "pytest-timeout", "ujson",
+           "pytest-asyncio"}
 
 
 # -- pytest's records -------------------------------------------------------------------------
@@ -299,3 +302,45 @@ def test_an_unexplained_failure_is_listed_on_its_own():
     assert "1 not yet explained" in text and "(1 not yet explained)" in text
     assert "assert 1 == 2" in text
     assert "Not measured yet" in site_fidelity.page(None)
+
+
+# -- tests from the release's tag ---------------------------------------------------------------
+
+
+def _git(repo: Path, *argv: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *argv], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "PATH": "/usr/bin:/bin",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "HOME": "/"})
+
+
+def test_a_release_without_tests_in_its_sdist_gets_them_from_its_tag(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "starlette").mkdir()
+    (repo / "tests" / "test_background.py").write_text("def test_x():\n    pass\n")
+    (repo / "starlette" / "__init__.py").write_text("")  # the package: never extracted
+    (repo / "setup.cfg").write_text("[tool:pytest]\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "0.13.8")
+    _git(repo, "tag", "0.13.8")
+    archive, source = fidelity.git_tests(repo, "starlette", "0.13.8", tmp_path / "cache")
+    assert source["git_tag"] == "0.13.8" and len(source["commit"]) == 40
+    fidelity.extract(archive, tmp_path / "out")
+    assert fidelity.select_tests(tmp_path / "out") == ["tests/test_background.py"]
+    assert (tmp_path / "out" / "setup.cfg").exists()
+    assert not (tmp_path / "out" / "starlette").exists()
+    with pytest.raises(FidelityError, match="has no tag 0.13.9"):
+        fidelity.git_tests(repo, "starlette", "0.13.9", tmp_path / "cache")
+    data = fidelity.record({"starlette-0.13": {**entry(), "tests_from": source}}, known=KNOWN)
+    assert fidelity.schemas.problem(data, "fidelity") is None
+    assert "tests from tag 0.13.8" in site_fidelity.page(data)
+
+
+@pytest.mark.parametrize("value", ["starlette", "flask=/tmp", "starlette=/nonexistent/x"])
+def test_a_bad_git_option_is_one_line(value, capsys):
+    from bgmatrix.cli import main
+
+    assert main(["fidelity", "--git", value, "starlette==0.13"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--git" in err
