@@ -149,9 +149,10 @@ def test_requirements_and_what_failures_say_is_missing():
         "ERROR: Unknown config option: timeout",
         "AssertionError: ujson must be installed to use UJSONResponse",
         "fixture 'event_loop' not found",
+        "pytest: error: unrecognized arguments: --cov-report=term-missing:skip-covered",
         "assert 200 == 401",
     ]) == {"trio", "python-multipart", "pytest-xdist", "pytest-timeout", "ujson",
-           "pytest-asyncio"}
+           "pytest-asyncio", "pytest-cov"}
 
 
 # -- pytest's records -------------------------------------------------------------------------
