@@ -94,6 +94,7 @@ def failure_section(data: dict[str, Any]) -> list[str]:
     if out:
         out = ["### Lines whose tests did not run", ""] + out + [""]
     groups: dict[str, dict[str, list[str]]] = {}
+    cell_caused: set[str] = set()  # explanations that blame the cell's environment
     unexplained: list[str] = []
     for key, e in ordered:
         for f in e["failures"]:
@@ -102,12 +103,16 @@ def failure_section(data: dict[str, Any]) -> list[str]:
                                    f"{esc(f['reason'])})")
                 continue
             groups.setdefault(f["explanation"], {}).setdefault(key, []).append(f["test"])
+            if f["environment_problem"]:
+                cell_caused.add(f["explanation"])
     for explanation, by_line in sorted(groups.items(),
                                        key=lambda kv: -sum(map(len, kv[1].values()))):
         count = sum(map(len, by_line.values()))
         tests = sorted({t for names in by_line.values() for t in names})
         out += [f"### {count} failure{'s' if count != 1 else ''} on {len(by_line)} "
-                f"line{'s' if len(by_line) != 1 else ''}: explained", "",
+                f"line{'s' if len(by_line) != 1 else ''}: "
+                + ("the cell differs from the release's CI" if explanation in cell_caused
+                   else "not the cell's packages"), "",
                 esc(explanation), "",
                 "Lines: " + ", ".join(f"{esc(k)} ({len(v)})" for k, v in by_line.items()), "",
                 f"#### The tests{NOT_SEARCHED}", ""]

@@ -290,10 +290,20 @@ def test_the_page_lists_each_line_its_counts_and_the_explanations():
     assert ("(cells/st-0.30.0_py3.8.md) | failures | 3 | 1 | 0 | 0 | 7.4.0 | same as its "
             "result |") in text
     assert "runs as root" in text and "the source distribution ships no tests" in text
-    assert "1 failure on 1 line: explained" in text and f"{esc('starlette-0.30')} (1)" in text
+    assert "1 failure on 1 line: not the cell's packages" in text
+    assert f"{esc('starlette-0.30')} (1)" in text
     # A cell the snapshot has no page for is named, never linked (mkdocs --strict refuses it).
     alone = site_fidelity.page(data, cells=())
     assert "cells/st-0.30.0_py3.8.md" not in alone and "st-0.30.0_py3.8" in html.unescape(alone)
+
+
+def test_a_failure_the_cell_causes_says_so():
+    known = (fidelity.Explanation(r"^starlette-", r"::test_old", r"", "anyio 4 in the cell",
+                                  environment_problem=True),)
+    data = fidelity.record({"starlette-0.30": entry(failures=[
+        ("tests/a.py::test_old", "warning")])}, known=known)
+    assert "1 failure on 1 line: the cell differs from the release's CI" in \
+        site_fidelity.page(data)
 
 
 def test_an_unexplained_failure_is_listed_on_its_own():
