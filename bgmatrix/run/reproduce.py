@@ -5,7 +5,7 @@ never results/ — and compares each with its committed result: the same cell st
 clause verdicts and labels, the same test observations (provenance, i.e. when, where and with
 which tools, is not compared). Prints
 
-    26 of 26 headline cells reproduce the committed results
+    27 of 27 headline cells reproduce the committed results
 
 and one line per cell that differs, naming what differs. A cell this machine cannot run (no
 such interpreter: they are found, never downloaded) is listed as not checked, not counted as
