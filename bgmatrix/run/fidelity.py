@@ -9,8 +9,11 @@ Which cell of a line (:func:`choose`): the line's newest release, because its pa
 line's last test fixes, so its tests are the ones that line's code was last checked against.
 Of that release's cells, a FastAPI one must be inside the release's declared Starlette range,
 and the one with the highest Starlette is taken: the release's CI installed the newest Starlette
-its range allowed on the day it shipped, which is what the ``highest`` cell at its cutoff
-reproduces. Then the lowest planned Python (the plan's first interpreter for that release).
+its range allowed on the day it shipped. The plan's ``highest`` cell holds that Starlette only
+where no later one fell inside the range; otherwise (101 of the plan's 200 FastAPI releases)
+it holds the later one, and no planned cell holds the CI's own, so that line measures the
+release's tests against a Starlette newer than the release. Then the lowest planned Python
+(the plan's first interpreter for that release).
 
 Which tests (:func:`select_tests`), one rule for both projects: every ``tests/**/test_*.py``
 whose path contains ``background`` or ``middleware`` (any case), and every one whose text names
