@@ -122,6 +122,22 @@ def failure_section(data: dict[str, Any]) -> list[str]:
     return out or ["None.", ""]
 
 
+def home_line(data: dict[str, Any] | None) -> str:
+    """The home page's one line on the record (a bullet), or "" when none is committed."""
+    if data is None:
+        return ""
+    measured = [e for e in data["lines"].values() if e["state"] in ("ok", "failures")]
+    failures = [f for e in measured for f in e["failures"]]
+    left = sum(1 for f in failures if not f["explanation"])
+    same = sum(1 for e in measured if (e.get("environment") or {}).get("matches_result"))
+    return (f"- **Are the cells the releases' own environments?** {len(measured)} of "
+            f"{len(data['lines'])} minor lines ran the release's own background and middleware "
+            f"tests in their cell: {sum(e['totals']['passed'] for e in measured)} passed, "
+            f"{len(failures)} failed or errored, "
+            + (f"{left} not yet explained" if left else "every failure explained")
+            + f"; {same} rebuilt environments match their results ([Fidelity]({PAGE})).")
+
+
 def page(data: dict[str, Any] | None, cells: Collection[str] = ()) -> str:
     """The page; ``cells`` are the ids the snapshot has pages for (the others are not links)."""
     lines = [f"# {TITLE}", ""]

@@ -21,7 +21,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bgmatrix import agreement, results, spec, vocabulary
-from bgmatrix.site import attribution, cite, deployment, history, model, releases, suite
+from bgmatrix.site import attribution, cite, deployment, fidelity, history, model, releases, suite
 from bgmatrix.site.changes import ROW_LIMIT, Changes
 from bgmatrix.site.markup import esc, json_for_script
 from bgmatrix.site.matrix import legend_html
@@ -289,6 +289,7 @@ def home(snapshot: model.Snapshot) -> str:
             lines += [answer(snapshot, h) for h in by_chapter[chapter]]
             lines.append("")
     lines += deployment.home_lines()  # "Does my task survive a deploy?" (matrix/deployment.json)
+    lines += trust_lines(snapshot)
     lines += ["## Every FastAPI release, by conflict behaviour", ""]
     lines.append(
         f"One tile per release, coloured by the label of "
@@ -302,6 +303,25 @@ def home(snapshot: model.Snapshot) -> str:
         choices, model.CONFLICT_CLAUSE, Markup(json_for_script(wall_data(snapshot))))))
     lines.append(raw(wall(snapshot)))
     return "\n".join(lines) + "\n"
+
+
+def trust_lines(snapshot: model.Snapshot) -> list[str]:
+    """How far the evidence holds: real servers against the raw harness, and the releases' own
+    tests in their cells (each from its record; a line is left out when its record is)."""
+    found = [d for items in snapshot.disagreements.values() for d in items]
+    lines = []
+    if snapshot.probes is not None or found:
+        left = sum(1 for d in found if d.explanation is None)
+        lines.append(
+            f"- **Do real servers agree with the harness?** {len(found)} wire runs of a clause "
+            "read differently from the raw-ASGI label; "
+            + (f"{left} not yet explained" if left else "each is explained")
+            + " by a harness schedule or a server fact measured with no framework (on each "
+            "clause page; [Servers](servers.md)).")
+    fidelity_line = fidelity.home_line(fidelity.load())
+    if fidelity_line:
+        lines.append(fidelity_line)
+    return ["## How far the evidence holds", "", *lines, ""] if lines else []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -355,3 +355,29 @@ def test_a_bad_git_option_is_one_line(value, capsys):
     assert main(["fidelity", "--git", value, "starlette==0.13"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--git" in err
+
+
+def test_the_home_line_counts_lines_and_says_what_is_left():
+    assert site_fidelity.home_line(None) == ""
+    data = fidelity.record({"starlette-0.30": entry(failures=[
+        ("tests/a.py::test_perm", "assert 200 == 401"), ("tests/a.py::test_new", "assert 0")]),
+        "starlette-0.9": entry("no-tests")}, known=KNOWN)
+    line = site_fidelity.home_line(data)
+    assert "1 of 2 minor lines" in line and "2 failed or errored, 1 not yet explained" in line
+    assert "(fidelity.md)" in line
+
+
+def test_the_home_page_says_how_far_the_evidence_holds():
+    from bgmatrix.site import pages
+
+    committed = site_fidelity.load()
+    if committed is None:
+        pytest.skip("no matrix/fidelity.json committed")
+    assert site_fidelity.home_line(committed) in "\n".join(
+        pages.trust_lines(_EmptySnapshot()))
+
+
+class _EmptySnapshot:
+    """What trust_lines reads of a snapshot: no disagreements, no probes."""
+    disagreements: dict = {}
+    probes = None
