@@ -178,16 +178,21 @@ def sdist_path(project: str, version: str, folder: Path | None = None) -> Option
     return path
 
 
+def _kept(parts: Sequence[str]) -> bool:
+    """Whether a file (its path's parts below the release's top folder) is extracted: tests/,
+    the tutorial code and the root configuration, never the package."""
+    return bool(parts) and (parts[0] in EXTRACTED and len(parts) > 1
+                            or tuple(parts[:2]) == OLD_DOCS_SRC and len(parts) > 2
+                            or (len(parts) == 1 and parts[0] in CONFIG_FILES))
+
+
 def _members(archive: Path) -> Iterable[tuple[PurePosixPath, bytes]]:
     """``(path below the sdist's top folder, bytes)`` of every regular file worth extracting."""
     def wanted(name: str) -> Optional[PurePosixPath]:
         parts = PurePosixPath(name).parts[1:]
         if not parts or ".." in parts or name.startswith("/"):
             return None
-        if (parts[0] in EXTRACTED and len(parts) > 1 or parts[:2] == OLD_DOCS_SRC
-                and len(parts) > 2 or (len(parts) == 1 and parts[0] in CONFIG_FILES)):
-            return PurePosixPath(*parts)
-        return None
+        return PurePosixPath(*parts) if _kept(parts) else None
 
     if archive.name.endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:
@@ -231,9 +236,7 @@ def git_tests(repo: Path, project: str, version: str, folder: Path) -> tuple[Pat
         raise FidelityError(f"{repo} has no tag {version} (nor v{version})")
     commit = found.stdout.decode().strip()
     files = git("ls-tree", "-r", "-z", "--name-only", commit).stdout.decode().split("\0")
-    old_docs = "/".join(OLD_DOCS_SRC) + "/"
-    wanted = sorted(n for n in files if n.partition("/")[0] in EXTRACTED
-                    or n in CONFIG_FILES or n.startswith(old_docs))
+    wanted = sorted(n for n in files if _kept(PurePosixPath(n).parts))
     archive = folder / f"{project}-{version}-{commit[:12]}.tar"
     if not archive.exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -441,7 +444,7 @@ def needs_from(reasons: Iterable[str]) -> set[str]:
         for pattern in _NEEDS:
             for name in pattern.findall(reason):
                 found.add(DISTRIBUTIONS.get(name, name).lower())
-        for marker in (a or b or c or d for a, b, c, d in _MARKER.findall(reason)):
+        for marker in map("".join, _MARKER.findall(reason)):  # one group matches
             if marker in MARKER_PLUGINS:
                 found.add(MARKER_PLUGINS[marker])
     return found - set(LOCAL)
