@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from bgmatrix.files import read_checked
 from bgmatrix.site.model import ReportError
-from bgmatrix.site.render import cell_href, clause_href, code, link, raw, table, text
+from bgmatrix.site.render import cell_href, clause_href, code, link, table, text, unsearched
 from bgmatrix.spec import ROOT
 
 ATTRIBUTION_PATH = ROOT / "matrix" / "attribution.json"
@@ -125,8 +125,8 @@ def clause_section(clause_id: str, root: str = "../", path: Path | None = None) 
             "earlier release brings the earlier label back there, the framework is the cause; "
             "otherwise the package whose pin, removal or forced pin brings it back is. A forced "
             "pin ignores the release's declared range, and the cause says so.", "",
-            raw(Markup("<section data-search-exclude>{}</section>").format(
-                table(["Line", "From → to", "Label", "Cause"], rows))), ""]
+            unsearched(
+                table(["Line", "From → to", "Label", "Cause"], rows)), ""]
 
 
 def cell_section(cell_id: str, root: str = "../", path: Path | None = None) -> list[str]:
@@ -147,5 +147,5 @@ def cell_section(cell_id: str, root: str = "../", path: Path | None = None) -> l
     return ["## Labels that change at this release", "",
             "Where a clause's label differs from the adjacent release's, `bgmatrix attribute` "
             "measured why; the clause page has both labels and the experiments.", "",
-            raw(Markup("<section data-search-exclude>{}</section>").format(
-                table(["Clause", "From → to", "Cause"], rows))), ""]
+            unsearched(
+                table(["Clause", "From → to", "Cause"], rows)), ""]

@@ -33,7 +33,7 @@ from markupsafe import Markup
 from bgmatrix import files, schemas, spec, vocabulary
 from bgmatrix.errors import BgmatrixError
 from bgmatrix.site import model, regression
-from bgmatrix.site.render import NOT_SEARCHED, code, link, part, raw, table, text
+from bgmatrix.site.render import NOT_SEARCHED, code, link, part, raw, table, text, unsearched
 from bgmatrix.spec import ROOT
 
 CANDIDATES_DIR = ROOT / "candidates"
@@ -502,11 +502,11 @@ def card(ctx: Context, name: str) -> list[str]:
               f"{', '.join(g.unmeasured) or 'none'}.", ""]
     rows = [[_requirement_cell(ctx, cid), verdict_html(result, cid)]
             for cid in ctx.requirements]
-    # Out of the search index (a <section>, as on the clause pages): each card repeats every
-    # requirement's title, 5 KB a card; the count above and the requirement list stay searchable.
-    lines.append(raw(Markup("<section data-search-exclude>{}</section>").format(
+    # Out of the search index: each card repeats every requirement's title, 5 KB a card; the
+    # count above and the requirement list stay searchable.
+    lines.append(unsearched(
         part("scroll")(table(["Requirement", "Verdict, label and expectation"], rows,
-                             class_="bgm-table bgm-card")))))
+                             class_="bgm-table bgm-card"))))
     return lines
 
 

@@ -40,6 +40,7 @@ from bgmatrix.site.render import (
     raw,
     table,
     text,
+    unsearched,
     version_parts,
     version_text,
 )
@@ -509,11 +510,8 @@ def clause_page(
                 part("strong")("Flips back and forth:")
                 + text(f" returns to an earlier behaviour in {flipped}."), "bgm-flip")))
         # Out of the search index (each row lists every release: 1 MB of index over the
-        # clauses); the page's heading, spec text and first change stay searchable. A
-        # <section>, because the search plugin matches a skipped element by its tag name only
-        # and no <section> is nested in the table (an inner </div> would end a <div>'s skip).
-        lines.append(raw(Markup('<section data-search-exclude>{}</section>').format(
-            timeline_table(snapshot, timeline, root))))
+        # clauses); the page's heading, spec text and first change stay searchable.
+        lines.append(unsearched(timeline_table(snapshot, timeline, root)))
     lines += attribution.clause_section(clause.id, root)
     lines += wire_rows(snapshot, clause, root)
     candidates = snapshot.cells("candidate")
@@ -521,8 +519,8 @@ def clause_page(
         lines += ["## Candidates", ""]
         rows = [[link(cell_href(root, r["cell"]["id"]), version_text(r["cell"])),
                  outcome_html(model.outcome(r, clause.id))] for r in candidates]
-        lines.append(raw(Markup("<section data-search-exclude>{}</section>").format(
-            table(["Candidate", "Behaviour (verdict)"], rows))))  # cells: not searched
+        lines.append(unsearched(
+            table(["Candidate", "Behaviour (verdict)"], rows)))  # cells: not searched
     lines += history.clause_section(snapshot, clause.id)
     return "\n".join(lines) + "\n"
 
@@ -579,9 +577,9 @@ def wire_rows(snapshot: model.Snapshot, clause: Clause, root: str) -> list[str]:
              "hypercorn, granian and daphne, each at its release current at the cell's cutoff "
              "and only where one installs. The raw-ASGI verdict stays the verdict of record. "
              + summary, "",
-             raw(Markup("<section data-search-exclude>{}</section>").format(  # not searched
+             unsearched(
                  part("scroll")(table(["Cell", "Server", "Raw ASGI", "Wire", ""],
-                                      [r for _, r in rows])))),
+                                      [r for _, r in rows]))),
              ""]
     if numbers:
         # Not searched: each explanation lists the server releases it covers (20 KB on MW-1);
@@ -613,8 +611,8 @@ def clauses_index(snapshot: model.Snapshot) -> str:
                          requirement(clause), now])
         # Not searched: each row's text is its clause page's and the spec's (10 KB of the
         # index's 500 KB budget); the chapter headings stay.
-        lines.append(raw(Markup("<section data-search-exclude>{}</section>").format(
-            table(["Clause", "Requirement", "Newest release"], rows))))
+        lines.append(unsearched(
+            table(["Clause", "Requirement", "Newest release"], rows)))
     return "\n".join(lines) + "\n"
 
 

@@ -110,6 +110,13 @@ def raw(html: str) -> str:
     return f"\n\n{html}\n\n"
 
 
+def unsearched(html: Markup) -> str:
+    """A raw HTML block the site search leaves out (long tables whose text other pages
+    index). A <section>, because the search plugin matches a skipped element by its tag name
+    only and no <section> is nested in our tables (an inner </div> would end a <div>'s skip)."""
+    return raw(Markup("<section data-search-exclude>{}</section>").format(html))
+
+
 # ---------------------------------------------------------------------------------------------
 # Pieces several pages share
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from markupsafe import Markup
-
 from bgmatrix.site import model
 from bgmatrix.site.markup import esc
-from bgmatrix.site.render import code, part, raw, table, text
+from bgmatrix.site.render import code, part, table, text, unsearched
 
 PAGE = "servers.md"
 
@@ -99,8 +97,8 @@ def page(snapshot: model.Snapshot) -> str:
             cells = [text(_value(entry["facts"].get(name)), 80) for name in QUESTIONS]
         rows.append([text(release), text(entry["cell"]), text(explained.get(release, 0)),
                      *cells])
-    lines.append(raw(Markup("<section data-search-exclude>{}</section>").format(
-        part("scroll")(table(head, rows)))))
+    lines.append(unsearched(
+        part("scroll")(table(head, rows))))
     lines += ["", "*Explains*: how many wire runs' disagreements with the raw verdict a fact "
               "of that release explains (the clause pages list them).", ""]
     return "\n".join(lines) + "\n"
