@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,21 @@ def read_checked(path: Path, schema: str, error: type[BgmatrixError], what: str)
     if found is not None:
         raise error(f"{path}: {found}")
     return data
+
+
+@lru_cache(maxsize=8)
+def _read_version(path: str, stamp: int, schema: str, error: type[BgmatrixError],
+                  what: str) -> Any:
+    return read_checked(Path(path), schema, error, what)
+
+
+def read_checked_once(path: Path, schema: str, error: type[BgmatrixError], what: str) -> Any:
+    """:func:`read_checked`, read and validated once per version of the file (its
+    modification time): for the records several pages of one build read. Callers must not
+    change what it returns."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    # a class is hashable; mypy takes the hash of the exception's instances for it
+    return _read_version(str(path), stamp, schema, error, what)  # type: ignore[arg-type]

@@ -8,13 +8,12 @@ missing file shows nothing, a broken one stops the report with one line, like a 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
 
-from bgmatrix.files import read_checked
+from bgmatrix.files import read_checked_once
 from bgmatrix.site.model import ReportError
 from bgmatrix.site.render import cell_href, clause_href, code, link, table, text, unsearched
 from bgmatrix.spec import ROOT
@@ -22,19 +21,10 @@ from bgmatrix.spec import ROOT
 ATTRIBUTION_PATH = ROOT / "matrix" / "attribution.json"
 
 
-@lru_cache(maxsize=4)
-def _read(path: str, stamp: int) -> dict[str, Any] | None:
-    return read_checked(Path(path), "attribution", ReportError, "attribution file")
-
-
 def load(path: Path | None = None) -> dict[str, Any] | None:
     """The attribution file (read once per version of it), or None if there is none."""
-    path = path or ATTRIBUTION_PATH
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    return _read(str(path), stamp)
+    return read_checked_once(path or ATTRIBUTION_PATH, "attribution", ReportError,
+                             "attribution file")
 
 
 def cause_text(cause: Mapping[str, Any]) -> str:

@@ -10,12 +10,13 @@ at it found. Every number is the record's; the fixed texts explain states only.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bgmatrix import spec
 from bgmatrix.errors import FidelityError
-from bgmatrix.files import read_checked
+from bgmatrix.files import read_checked_once
 from bgmatrix.plan.store import version_key
 from bgmatrix.site.markup import esc
 from bgmatrix.site.render import NOT_SEARCHED, code
@@ -36,9 +37,10 @@ STATE_WORDS = {
 
 
 def load(path: Path = FIDELITY_PATH) -> dict[str, Any] | None:
-    """The record, valid against schema/fidelity.schema.json; None when none is committed;
-    a corrupt file is a one-line :class:`FidelityError`."""
-    return read_checked(path, "fidelity", FidelityError, "fidelity record")
+    """The record, valid against schema/fidelity.schema.json (read once per version of it:
+    the home page and the Fidelity page both need it); None when none is committed; a corrupt
+    file is a one-line :class:`FidelityError`."""
+    return read_checked_once(path, "fidelity", FidelityError, "fidelity record")
 
 
 def _order(line: str) -> tuple:
@@ -122,20 +124,39 @@ def failure_section(data: dict[str, Any]) -> list[str]:
     return out or ["None.", ""]
 
 
+@dataclass(frozen=True)
+class Totals:
+    """What the page's lead and the home line say of the whole record."""
+    lines: int  # every line of the record
+    measured: int  # lines whose tests ran ("ok" or "failures")
+    passed: int
+    failed: int  # failed or errored tests
+    unexplained: int
+    same: int  # rebuilt environments that hold exactly their result's packages
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Totals:
+        entries = list(data["lines"].values())
+        measured = [e for e in entries if e["state"] in ("ok", "failures")]
+        return cls(
+            lines=len(entries), measured=len(measured),
+            passed=sum(e["totals"]["passed"] for e in measured),
+            failed=sum(e["totals"]["failed"] + e["totals"]["errors"] for e in measured),
+            unexplained=sum(1 for e in entries for f in e["failures"] if not f["explanation"]),
+            same=sum(1 for e in entries if (e.get("environment") or {}).get("matches_result")))
+
+
 def home_line(data: dict[str, Any] | None) -> str:
     """The home page's one line on the record (a bullet), or "" when none is committed."""
     if data is None:
         return ""
-    measured = [e for e in data["lines"].values() if e["state"] in ("ok", "failures")]
-    failures = [f for e in measured for f in e["failures"]]
-    left = sum(1 for f in failures if not f["explanation"])
-    same = sum(1 for e in measured if (e.get("environment") or {}).get("matches_result"))
-    return (f"- **Are the cells the releases' own environments?** {len(measured)} of "
-            f"{len(data['lines'])} minor lines ran the release's own background and middleware "
-            f"tests in their cell: {sum(e['totals']['passed'] for e in measured)} passed, "
-            f"{len(failures)} failed or errored, "
-            + (f"{left} not yet explained" if left else "every failure explained")
-            + f"; {same} rebuilt environments match their results ([Fidelity]({PAGE})).")
+    t = Totals.of(data)
+    return (f"- **Are the cells the releases' own environments?** {t.measured} of {t.lines} "
+            "minor lines ran the release's own background and middleware tests in their cell: "
+            f"{t.passed} passed, {t.failed} failed or errored, "
+            + (f"{t.unexplained} not yet explained" if t.unexplained
+               else "every failure explained")
+            + f"; {t.same} rebuilt environments match their results ([Fidelity]({PAGE})).")
 
 
 def page(data: dict[str, Any] | None, cells: Collection[str] = ()) -> str:
@@ -144,18 +165,12 @@ def page(data: dict[str, Any] | None, cells: Collection[str] = ()) -> str:
     if data is None:
         return "\n".join(lines + ["Not measured yet: `bgmatrix fidelity` writes "
                                   "`matrix/fidelity.json`.", ""])
-    measured = [e for e in data["lines"].values() if e["state"] in ("ok", "failures")]
-    passed = sum(e["totals"]["passed"] for e in measured)
-    failed = sum(e["totals"]["failed"] + e["totals"]["errors"] for e in measured)
-    same = sum(1 for e in data["lines"].values()
-               if (e.get("environment") or {}).get("matches_result"))
-    left = sum(1 for e in data["lines"].values() for f in e["failures"]
-               if not f["explanation"])
+    t = Totals.of(data)
     lines += [
-        f"**{len(measured)} of {len(data['lines'])} lines ran their own tests in their cell: "
-        f"{passed} tests passed, {failed} failed or errored ({left} not yet explained); "
-        f"{same} rebuilt environments hold exactly the packages their committed result "
-        "recorded.**", "",
+        f"**{t.measured} of {t.lines} lines ran their own tests in their cell: "
+        f"{t.passed} tests passed, {t.failed} failed or errored ({t.unexplained} not yet "
+        f"explained); {t.same} rebuilt environments hold exactly the packages their committed "
+        "result recorded.**", "",
         "One cell per minor line (the line's newest release; for FastAPI the cell with the "
         "highest Starlette inside its declared range; the lowest planned Python). The tests "
         f"come from the release's source distribution: {esc(data['selection'])}. What they "
@@ -165,7 +180,7 @@ def page(data: dict[str, Any] | None, cells: Collection[str] = ()) -> str:
         "says so. Measured by `bgmatrix fidelity`; raw record: `matrix/fidelity.json`.", ""]
     lines += ["## Failures and what they are", ""] + failure_section(data)
     for project, title in (("starlette", "Starlette"), ("fastapi", "FastAPI")):
-        # Out of the search index: a row per line, found from the line's release page.
+        # Out of the search index: a row per line; the lead and the explanations stay.
         lines += [f"## {title} lines{NOT_SEARCHED}", ""] + line_table(data, project, cells)
         lines += [""]
     return "\n".join(lines) + "\n"
